@@ -1,0 +1,288 @@
+"""The one schema of ``training.toml`` and of the resolved training configuration.
+
+Every table kind is a pydantic model with ``extra="forbid"``; the loader turns pydantic's errors into
+messages that name the file, the table and the key. Cross-checks between a preset and its hardware
+profile live here too (``TrainingConfig._cross_checks``), so the launcher and the trainer (which
+re-validates the RunSpec with these same models) agree on what is valid.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Device = Literal["cpu", "cuda", "mps"]
+Precision = Literal["fp32", "fp16", "bf16"]
+Remote = Literal["local", "docker", "runpod"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Hardware(Strict):
+    """``[hardware.NAME]``: what a machine (or cloud GPU shape) can do, and how to package for it."""
+
+    name: str
+    device: Device
+    available_memory_gb: float = Field(gt=0)
+    max_batch_size: int = Field(ge=1)
+    max_sequence_length: int = Field(ge=16)
+    supports_fp16: bool = False
+    supports_bf16: bool = False
+    supports_gradient_checkpointing: bool = True
+    max_lora_rank: int = Field(default=64, ge=1)
+    recommended_gradient_accumulation: int = Field(default=1, ge=1)
+    gpu_count: int = Field(default=0, ge=0, le=64)
+    nnodes: int = Field(default=1, ge=1, le=64)
+    # memory guards: the trainer checkpoints and stops above these
+    ram_percent: float = Field(default=90.0, gt=0, le=100)
+    gpu_percent: float = Field(default=95.0, gt=0, le=100)
+    # packaging
+    image: Literal["cpu", "cuda", "none"] = "cpu"
+    base_image: str | None = None
+    cuda_version: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    cuda_arch_list: str | None = Field(default=None, pattern=r"^\d+\.\d+(\+PTX)?([ ;]\d+\.\d+(\+PTX)?)*$")
+    torch_index_url: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    # cloud
+    runpod_gpu_type_id: str | None = None
+    runpod_cloud_type: Literal["ALL", "SECURE", "COMMUNITY"] = "ALL"
+    runpod_fallback_gpu_type_ids: list[str] = Field(default_factory=list)
+    price_per_gpu_hour: float | None = Field(default=None, ge=0)
+    container_disk_gb: int = Field(default=30, ge=5)
+    # hardware that exists but cannot run (yet)
+    supported: bool = True
+    unsupported_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Hardware:
+        if self.device == "cuda":
+            if self.gpu_count < 1:
+                raise ValueError("device = 'cuda' needs gpu_count >= 1")
+            if self.image == "cuda" and not self.cuda_version:
+                raise ValueError("a CUDA image needs cuda_version (e.g. '12.4'): RunPod pods are matched on it")
+        elif self.device == "cpu" and self.gpu_count:
+            raise ValueError("device = 'cpu' must have gpu_count = 0")
+        if self.image == "cuda" and self.device != "cuda":
+            raise ValueError("image = 'cuda' only makes sense with device = 'cuda'")
+        if not self.supported and not self.unsupported_reason:
+            raise ValueError("supported = false needs unsupported_reason saying why")
+        for key in self.env:
+            if not key.replace("_", "").isalnum() or key[0].isdigit():
+                raise ValueError(f"env key {key!r} is not a valid environment variable name")
+        return self
+
+    @property
+    def procs_per_node(self) -> int:
+        return max(1, self.gpu_count)
+
+
+_TEMPLATE_FIELDS = {"instruction", "input_section", "output", "context"}
+
+
+class Expert(Strict):
+    """``[experts.NAME]``: a specialised model: its base model and prompt format."""
+
+    display_name: str
+    role: str = ""
+    group: str = ""
+    base_model: str = Field(min_length=1)
+    context_window: int = Field(ge=16)
+    specialization: str = ""
+    prompt_template: str = "### Instruction:\n{instruction}\n{input_section}\n### Response:\n{output}"
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"prompt_template is not a valid format string: {exc}") from None
+        unknown = names - _TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(
+                f"prompt_template uses unknown placeholder(s) {sorted(unknown)}; "
+                f"allowed: {sorted(_TEMPLATE_FIELDS)}"
+            )
+        if "output" not in names or "instruction" not in names:
+            raise ValueError("prompt_template must contain {instruction} and {output}")
+        if not v.rstrip().endswith("{output}"):
+            raise ValueError("prompt_template must end with {output} (loss is taken on the response)")
+        return v
+
+
+class Lora(Strict):
+    """``[lora.NAME]``: adapter shape."""
+
+    r: int = Field(ge=1, le=1024)
+    lora_alpha: int = Field(ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(min_length=1)
+
+
+class Hyperparameters(Strict):
+    """``[hyperparameters.NAME]``: optimisation settings."""
+
+    num_epochs: float = Field(default=1, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    eval_steps: int = Field(default=50, ge=1)
+    save_steps: int = Field(default=100, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    seed: int = 42
+
+
+class Dataset(Strict):
+    """``[datasets.NAME]``: where the data is and how to read it."""
+
+    path: str = Field(min_length=1, description="directory: local path (relative to the TOML file) or s3://bucket/prefix")
+    train: str = "train.jsonl"
+    val: str | None = "val.jsonl"
+    test: str | None = "test.jsonl"
+    format: Literal["auto", "instruction", "text"] = "auto"
+    on_bad_line: Literal["error", "skip"] = "error"
+    quality_threshold: float | None = Field(default=None, ge=0, le=1)
+    domains: list[str] = Field(default_factory=list)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if v.startswith("s3://"):
+            bucket = v[5:].split("/", 1)[0]
+            if not bucket:
+                raise ValueError(f"{v!r} has no bucket: write s3://BUCKET/prefix")
+        elif "://" in v:
+            raise ValueError(f"{v!r}: only local paths and s3://bucket/prefix URIs are supported")
+        return v
+
+    @property
+    def is_remote(self) -> bool:
+        return self.path.startswith("s3://")
+
+
+class Preset(Strict):
+    """``[presets.NAME]``: one runnable combination of the tables above."""
+
+    description: str = ""
+    expert: str
+    hardware: str
+    dataset: str
+    hyperparameters: str = "default"
+    lora: str = "standard"
+    finetune: Literal["lora", "full"] = "lora"
+    sequence_length: int = Field(ge=16)
+    batch_size: int = Field(ge=1)
+    gradient_accumulation: int | None = Field(default=None, ge=1)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    gradient_checkpointing: bool = False
+    packing: bool = True
+    deepspeed: str | None = None
+    remote: Remote = "local"
+    max_runtime_minutes: float | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    spot: bool = False
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(Strict):
+    """A preset with every reference resolved and every cross-check passed.
+
+    This is what the RunSpec carries and what the trainer re-validates inside the container.
+    """
+
+    preset: str
+    expert_name: str
+    expert: Expert
+    hardware_name: str
+    hardware: Hardware
+    dataset_name: str
+    dataset: Dataset
+    hyperparameters: Hyperparameters
+    lora_name: str
+    lora: Lora
+    finetune: Literal["lora", "full"]
+    sequence_length: int = Field(ge=16)
+    batch_size: int = Field(ge=1)
+    gradient_accumulation: int = Field(ge=1)
+    precision: Precision
+    gradient_checkpointing: bool
+    packing: bool
+    deepspeed: str | None = None
+    max_runtime_minutes: float | None = None
+    max_cost_usd: float | None = None
+    spot: bool = False
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TrainingConfig:
+        hw, where = self.hardware, f"hardware '{self.hardware_name}'"
+        if not hw.supported:
+            raise ValueError(f"{where} is not supported: {hw.unsupported_reason}")
+        if self.batch_size > hw.max_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} exceeds {where} max_batch_size {hw.max_batch_size}; "
+                f"lower batch_size and raise gradient_accumulation to keep the effective batch"
+            )
+        if self.sequence_length > hw.max_sequence_length:
+            raise ValueError(
+                f"sequence_length {self.sequence_length} exceeds {where} max_sequence_length "
+                f"{hw.max_sequence_length}"
+            )
+        if self.sequence_length > self.expert.context_window:
+            raise ValueError(
+                f"sequence_length {self.sequence_length} exceeds expert '{self.expert_name}' "
+                f"context_window {self.expert.context_window}"
+            )
+        if self.finetune == "lora" and self.lora.r > hw.max_lora_rank:
+            raise ValueError(
+                f"lora '{self.lora_name}' r={self.lora.r} exceeds {where} max_lora_rank {hw.max_lora_rank}; "
+                f"pick a smaller lora table"
+            )
+        if self.precision == "bf16" and not hw.supports_bf16:
+            raise ValueError(f"precision 'bf16' is not supported by {where}; use 'auto', 'fp16' or 'fp32'")
+        if self.precision == "fp16" and not hw.supports_fp16:
+            raise ValueError(f"precision 'fp16' is not supported by {where}; use 'auto' or 'fp32'")
+        if self.gradient_checkpointing and not hw.supports_gradient_checkpointing:
+            raise ValueError(f"gradient_checkpointing is not supported by {where}; set it to false")
+        if self.deepspeed and hw.device == "mps":
+            raise ValueError("deepspeed does not run on mps")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.hardware.procs_per_node * self.hardware.nnodes
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.gradient_accumulation * self.world_size
+
+
+def resolve_precision(requested: str, hw: Hardware) -> Precision:
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    if hw.device == "cpu":
+        return "fp32"
+    if hw.supports_bf16:
+        return "bf16"
+    if hw.supports_fp16:
+        return "fp16"
+    return "fp32"
+
+
+TABLE_MODELS: dict[str, type[Strict]] = {
+    "hardware": Hardware,
+    "experts": Expert,
+    "lora": Lora,
+    "hyperparameters": Hyperparameters,
+    "datasets": Dataset,
+    "presets": Preset,
+}
