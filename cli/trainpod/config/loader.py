@@ -131,7 +131,8 @@ class Catalog:
         )
 
     # ------------------------------------------------------------------ resolution
-    def resolve(self, preset_name: str, overrides: dict[str, Any] | None = None) -> TrainingConfig:
+    def resolve(self, preset_name: str, overrides: dict[str, Any] | None = None, *,
+                overrides_source: str = "--set / TRAINPOD_TRAINING__*") -> TrainingConfig:
         """Resolve a preset into a cross-checked :class:`TrainingConfig`.
 
         ``overrides`` are flat or nested keys from settings (``TRAINPOD_TRAINING__LEARNING_RATE``) or
@@ -173,7 +174,7 @@ class Catalog:
             "spot": preset.spot,
         }
         apply_overrides(base, preset.overrides, f"{where}.overrides")
-        apply_overrides(base, overrides or {}, "override")
+        apply_overrides(base, overrides or {}, overrides_source)
         base["precision"] = resolve_precision(base["precision"], Hardware.model_validate(base["hardware"]))
         try:
             return TrainingConfig.model_validate(base)

@@ -1,0 +1,70 @@
+"""``trainpod launch PRESET --remote local|docker|runpod [--dry-run]``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from trainpod.commands.catalog import _complete_preset
+
+
+@click.command()
+@click.argument("preset", shell_complete=_complete_preset)
+@click.option("--remote", type=click.Choice(["local", "docker", "runpod"]), default=None,
+              help="Where to run (default: the preset's `remote`).")
+@click.option("--dry-run", is_flag=True, help="Print the exact launch plan (secrets as ***) and stop.")
+@click.option("--detach", is_flag=True, help="Return once the run is submitted; follow with `trainpod runs logs -f`.")
+@click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN_ID]",
+              help="Continue a run from its latest complete checkpoint (default: the newest run of PRESET).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a training key, e.g. --set learning_rate=3e-4 --set lora.r=8.")
+@click.option("--max-runtime", "max_runtime", type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
+              help="Stop (checkpoint, then terminate) after this many minutes.")
+@click.option("--max-cost", "max_cost", type=click.FloatRange(min=0, min_open=True), metavar="USD",
+              help="Stop before the run would cost more than this (remote GPU backends).")
+@click.option("--spot/--on-demand", default=None, help="RunPod: interruptible pods, relaunched on preemption.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Local output root (default ./runs).")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print only the plan as JSON.")
+@click.pass_obj
+def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bool, resume: str | None,
+           sets: tuple[str, ...], max_runtime: float | None, max_cost: float | None, spot: bool | None,
+           output_dir: str | None, as_json: bool) -> None:
+    """Launch PRESET. Without --dry-run, follows the run's log and exits with the trainer's exit code."""
+    from trainpod import launcher
+    from trainpod.console import emit_json
+
+    req = launcher.LaunchRequest(
+        preset=preset, remote=remote, dry_run=dry_run, detach=detach, resume=resume, sets=sets,
+        config=obj.get("config"), profile=obj.get("profile"), max_runtime_minutes=max_runtime,
+        max_cost_usd=max_cost, spot=spot, output_dir=output_dir,
+    )
+    prep = launcher.prepare(req)
+    if dry_run:
+        emit_json(prep.plan.display())
+        if not as_json:
+            line = getattr(prep.backend, "command_line", None)
+            if line is not None:
+                click.echo("\n# equivalent command:\n" + line(prep.plan), err=False)
+        return
+    handle = launcher.submit(prep)
+    click.echo(f"run {handle.run_id} submitted ({handle.backend}); output: {handle.output}", err=True)
+    if detach:
+        click.echo(f"follow with: trainpod runs logs -f {handle.run_id}", err=True)
+        return
+    try:
+        for line in launcher.follow(prep.backend, handle):
+            click.echo(line)
+    except KeyboardInterrupt:
+        choice = "c"
+        if sys.stdin.isatty():
+            choice = click.prompt("\n[d]etach (the run goes on) or [c]ancel (checkpoint, then stop)?",
+                                  type=click.Choice(["d", "c"]), default="c")
+        if choice == "d":
+            click.echo(f"detached; follow with: trainpod runs logs -f {handle.run_id}", err=True)
+            return
+        click.echo("cancelling: the trainer writes a checkpoint before it stops…", err=True)
+        prep.backend.cancel(handle)
+    status = launcher.final_status(prep.backend, handle)
+    click.echo(f"run {handle.run_id}: {status.state}{f' ({status.detail})' if status.detail else ''}", err=True)
+    raise SystemExit(launcher.exit_code_for(status))

@@ -1,0 +1,150 @@
+"""From a preset name to a running (or planned) run: the launcher's one straight line.
+
+    preset + settings + flags ──▶ TrainingConfig ──▶ RunSpec ──▶ backend.plan() ──▶ LaunchPlan
+    ──▶ (dry run: print) | backend.submit() ──▶ RunHandle ──▶ follow logs ──▶ exit code
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainpod.backends.base import TERMINAL_STATES, Backend, LaunchPlan, RunHandle, RunStatus, get_backend
+from trainpod.catalog_views import merge_overrides, parse_sets
+from trainpod.config import Catalog, TrainingConfig, load_catalog
+from trainpod.errors import ConfigError, TrainpodError
+from trainpod.runs import RunRegistry
+from trainpod.settings import Settings, load_settings
+from trainpod.spec import LaunchShape, RunSpec, StorageURIs, git_commit, new_run_id, utcnow_iso
+
+
+@dataclass
+class LaunchRequest:
+    preset: str
+    remote: str | None = None
+    dry_run: bool = False
+    detach: bool = False
+    resume: str | None = None  # a run id, or "latest" for the newest run of this preset
+    sets: tuple[str, ...] = ()
+    config: str | None = None
+    profile: str | None = None
+    max_runtime_minutes: float | None = None
+    max_cost_usd: float | None = None
+    spot: bool | None = None
+    output_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    settings: Settings
+    catalog: Catalog
+    config: TrainingConfig
+    spec: RunSpec
+    backend: Backend
+    plan: LaunchPlan
+
+
+def launch_shape(cfg: TrainingConfig) -> LaunchShape:
+    """One process per GPU; torchrun when there is more than one, deepspeed when the preset asks."""
+    nproc = cfg.hardware.procs_per_node
+    nnodes = cfg.hardware.nnodes
+    if cfg.deepspeed:
+        launcher = "deepspeed"
+    elif nproc * nnodes > 1:
+        launcher = "torchrun"
+    else:
+        launcher = "python"
+    return LaunchShape(launcher=launcher, nproc_per_node=nproc, nnodes=nnodes)
+
+
+def _flag_overrides(req: LaunchRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if req.max_runtime_minutes is not None:
+        out["max_runtime_minutes"] = req.max_runtime_minutes
+    if req.max_cost_usd is not None:
+        out["max_cost_usd"] = req.max_cost_usd
+    if req.spot is not None:
+        out["spot"] = req.spot
+    return out
+
+
+def _resume_target(req: LaunchRequest, settings: Settings) -> RunHandle | None:
+    if not req.resume:
+        return None
+    registry = RunRegistry(settings.state_path)
+    if req.resume != "latest":
+        return registry.get(req.resume)
+    runs = [h for h in registry.all() if h.preset == req.preset]
+    if not runs:
+        raise TrainpodError(f"--resume: no earlier run of preset '{req.preset}' in {registry.dir}",
+                            "launch it once without --resume, or pass --resume RUN_ID")
+    return runs[-1]
+
+
+def output_location(settings: Settings, run_id: str, remote: str) -> str:
+    if settings.storage_uri:
+        return f"{settings.storage_uri.rstrip('/')}/runs/{run_id}"
+    if remote == "runpod":
+        # the backend refuses this in plan() with a hint; keep a readable placeholder for the error
+        return f"<set TRAINPOD_STORAGE_URI>/runs/{run_id}"
+    return str((Path(settings.output_dir).expanduser()).resolve() / run_id)
+
+
+def prepare(req: LaunchRequest) -> Prepared:
+    """Resolve everything and plan, without side effects (what ``--dry-run`` shows)."""
+    settings = load_settings(req.profile, config=req.config, output_dir=req.output_dir)
+    catalog = load_catalog(settings.config)
+    preset = catalog.get("presets", req.preset)
+    remote = req.remote or preset.remote
+    overrides = merge_overrides(settings.training, parse_sets(req.sets), _flag_overrides(req))
+    cfg = catalog.resolve(req.preset, overrides)
+    previous = _resume_target(req, settings)
+    if previous is not None and previous.backend != remote:
+        raise ConfigError(f"--resume {previous.run_id}: that run used --remote {previous.backend}, not {remote}",
+                          f"relaunch with --remote {previous.backend}")
+    run_id = previous.run_id if previous else new_run_id(req.preset)
+    spec = RunSpec(
+        run_id=run_id,
+        created=utcnow_iso(),
+        git_commit=git_commit(),
+        remote=remote,
+        config=cfg,
+        storage=StorageURIs(dataset=cfg.dataset.path,
+                            output=previous.output if previous else output_location(settings, run_id, remote)),
+        launch=launch_shape(cfg),
+        resume=True,
+    )
+    backend = get_backend(remote)
+    plan = backend.plan(spec, settings)
+    return Prepared(settings, catalog, cfg, spec, backend, plan)
+
+
+def submit(prep: Prepared) -> RunHandle:
+    return prep.backend.submit(prep.plan, prep.settings)
+
+
+def follow(backend: Backend, handle: RunHandle) -> Iterator[str]:
+    yield from backend.logs(handle, follow=True)
+
+
+def final_status(backend: Backend, handle: RunHandle) -> RunStatus:
+    return backend.status(handle)
+
+
+def exit_code_for(status: RunStatus) -> int:
+    if status.exit_code is not None:
+        return status.exit_code
+    return 0 if status.state == "succeeded" else 1
+
+
+def is_terminal(status: RunStatus) -> bool:
+    return status.state in TERMINAL_STATES
+
+
+def registry(settings: Settings | None = None) -> RunRegistry:
+    settings = settings or load_settings(os.environ.get("TRAINPOD_PROFILE"))
+    return RunRegistry(settings.state_path)
