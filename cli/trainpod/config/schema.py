@@ -38,6 +38,9 @@ class Hardware(Strict):
     recommended_gradient_accumulation: int = Field(default=1, ge=1)
     gpu_count: int = Field(default=0, ge=0, le=64)
     nnodes: int = Field(default=1, ge=1, le=64)
+    # training processes per node; defaults to one per GPU (or 1 on CPU). Set it on CPU to run
+    # several gloo ranks on one machine.
+    nproc_per_node: int | None = Field(default=None, ge=1, le=64)
     # memory guards: the trainer checkpoints and stops above these
     ram_percent: float = Field(default=90.0, gt=0, le=100)
     gpu_percent: float = Field(default=95.0, gt=0, le=100)
@@ -69,6 +72,10 @@ class Hardware(Strict):
             raise ValueError("device = 'cpu' must have gpu_count = 0")
         if self.image == "cuda" and self.device != "cuda":
             raise ValueError("image = 'cuda' only makes sense with device = 'cuda'")
+        if self.device == "cuda" and self.nproc_per_node and self.nproc_per_node > self.gpu_count:
+            raise ValueError(f"nproc_per_node {self.nproc_per_node} exceeds gpu_count {self.gpu_count}")
+        if self.device == "mps" and self.procs_per_node > 1:
+            raise ValueError("mps runs one process")
         if not self.supported and not self.unsupported_reason:
             raise ValueError("supported = false needs unsupported_reason saying why")
         for key in self.env:
@@ -78,7 +85,7 @@ class Hardware(Strict):
 
     @property
     def procs_per_node(self) -> int:
-        return max(1, self.gpu_count)
+        return self.nproc_per_node or max(1, self.gpu_count)
 
 
 _TEMPLATE_FIELDS = {"instruction", "input_section", "output", "context"}

@@ -1,0 +1,73 @@
+"""The trainer's command line and environment for a launch shape — one pure function for all backends.
+
+    python:     python -m trainpod_trainer --spec FILE
+    torchrun:   torchrun --nproc-per-node N [--standalone | --nnodes M --node-rank R --rdzv-backend c10d
+                --rdzv-endpoint HOST:PORT --rdzv-id RUN] -m trainpod_trainer --spec FILE
+    deepspeed:  the same torchrun line; the trainer builds the DeepSpeed engine from the preset's
+                profiles/deepspeed/NAME.json.
+
+Why torchrun for DeepSpeed too: DeepSpeed's own multi-node launcher fans out over pdsh/ssh with a
+hostfile, and a training job must never depend on SSH between pods (PEERS.md #6). torchrun's c10d
+rendezvous needs only one reachable TCP port, gives the same RANK/LOCAL_RANK/WORLD_SIZE contract, and
+forwards SIGTERM to every rank. DeepSpeed supports being started this way (``deepspeed.init_distributed``
+reads the torchrun environment).
+"""
+
+from __future__ import annotations
+
+import os
+
+from trainpod.spec import RunSpec
+
+TRAINER_MODULE = "trainpod_trainer"
+
+
+def trainer_command(
+    spec: RunSpec,
+    *,
+    spec_path: str | None = None,
+    node_rank: int = 0,
+    master_addr: str = "127.0.0.1",
+    python: str = "python",
+    cpu_count: int | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Return ``(argv, env)`` that start the trainer for ``spec`` on one node.
+
+    ``spec_path`` is where the spec file is inside the target (container path, local path); with
+    ``None`` the trainer reads ``$TRAINPOD_RUN_SPEC``. ``env`` holds only non-secret variables.
+    """
+    shape = spec.launch
+    hw = spec.config.hardware
+    tail = ["--spec", spec_path] if spec_path else []
+    env: dict[str, str] = dict(hw.env)
+    nproc, nnodes = shape.nproc_per_node, shape.nnodes
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"node_rank {node_rank} outside 0..{nnodes - 1}")
+
+    if hw.device == "cpu":
+        # one rank per process shares the cores: without this every rank spawns a thread per core
+        cores = cpu_count or os.cpu_count() or 1
+        env.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
+    if spec.config.deepspeed:
+        env["TRAINPOD_DEEPSPEED_CONFIG"] = spec.config.deepspeed
+        if hw.device == "cpu":
+            env.setdefault("DS_ACCELERATOR", "cpu")
+
+    if shape.launcher == "python" and nproc == 1 and nnodes == 1:
+        return [python, "-m", TRAINER_MODULE, *tail], env
+
+    argv = [python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes == 1:
+        argv += ["--standalone"]
+    else:
+        argv += [
+            f"--nnodes={nnodes}",
+            f"--node-rank={node_rank}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={master_addr}:{shape.master_port}",
+            f"--rdzv-id={spec.run_id}",
+        ]
+    # torchrun's default is to restart failed workers 0 times; keep it explicit: a crash is a crash,
+    # resume is our job (from the latest complete checkpoint), not a silent restart loop.
+    argv += ["--max-restarts=0", "-m", TRAINER_MODULE, *tail]
+    return argv, env

@@ -1,0 +1,70 @@
+"""The trainer launch line for every launch shape (pure function; no processes started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainpod.config import load_catalog
+from trainpod.launcher import launch_shape
+from trainpod.launchcmd import trainer_command
+from trainpod.spec import RunSpec, StorageURIs, new_run_id, utcnow_iso
+
+
+def spec_for(preset: str, **overrides) -> RunSpec:
+    cfg = load_catalog(use_cwd=False).resolve(preset, overrides)
+    return RunSpec(run_id=new_run_id(preset), created=utcnow_iso(), remote="local", config=cfg,
+                   storage=StorageURIs(dataset=cfg.dataset.path, output="/out"), launch=launch_shape(cfg))
+
+
+def test_single_process_is_plain_python():
+    argv, env = trainer_command(spec_for("smoke"), spec_path="/w/spec.json", cpu_count=8)
+    assert argv == ["python", "-m", "trainpod_trainer", "--spec", "/w/spec.json"]
+    assert env == {"OMP_NUM_THREADS": "8"}
+
+
+def test_single_gpu_has_no_cpu_thread_pinning_and_reads_spec_from_env():
+    argv, env = trainer_command(spec_for("oracle-rauru-cloud"))
+    assert argv == ["python", "-m", "trainpod_trainer"]
+    assert env == {}
+
+
+def test_cpu_ranks_use_torchrun_and_split_cores():
+    spec = spec_for("smoke-ddp")
+    assert spec.launch.launcher == "torchrun" and spec.launch.nproc_per_node == 2
+    argv, env = trainer_command(spec, spec_path="s.json", cpu_count=2)
+    assert argv == ["python", "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
+                    "--max-restarts=0", "-m", "trainpod_trainer", "--spec", "s.json"]
+    assert env["OMP_NUM_THREADS"] == "1"
+
+
+def test_two_4090s_disable_p2p_and_ib():
+    argv, env = trainer_command(spec_for("oracle-rauru-2x4090"))
+    assert "--nproc-per-node=2" in argv and "--standalone" in argv
+    assert env == {"NCCL_P2P_DISABLE": "1", "NCCL_IB_DISABLE": "1"}
+
+
+def test_four_a100s_with_deepspeed_zero2_go_through_torchrun():
+    spec = spec_for("oracle-rauru-4xa100-full")
+    assert spec.launch.launcher == "deepspeed" and spec.launch.nproc_per_node == 4
+    argv, env = trainer_command(spec)
+    assert argv[:5] == ["python", "-m", "torch.distributed.run", "--nproc-per-node=4", "--standalone"]
+    assert env["TRAINPOD_DEEPSPEED_CONFIG"] == "zero2"
+    assert "NCCL_P2P_DISABLE" not in env  # NVLink on SXM A100s: keep P2P
+
+
+def test_deepspeed_on_cpu_selects_the_cpu_accelerator():
+    argv, env = trainer_command(spec_for("smoke-ddp", deepspeed="zero2"), cpu_count=4)
+    assert env["DS_ACCELERATOR"] == "cpu" and env["OMP_NUM_THREADS"] == "2"
+
+
+def test_multi_node_uses_c10d_rendezvous():
+    spec = spec_for("smoke-ddp", hardware={"nnodes": 2})
+    assert spec.launch.nnodes == 2
+    argv0, _ = trainer_command(spec, node_rank=0, master_addr="127.0.0.1")
+    argv1, _ = trainer_command(spec, node_rank=1, master_addr="127.0.0.1")
+    for rank, argv in ((0, argv0), (1, argv1)):
+        assert "--nnodes=2" in argv and f"--node-rank={rank}" in argv
+        assert "--rdzv-backend=c10d" in argv and "--rdzv-endpoint=127.0.0.1:29500" in argv
+        assert f"--rdzv-id={spec.run_id}" in argv and "--standalone" not in argv
+    with pytest.raises(ValueError, match="node_rank 2 outside"):
+        trainer_command(spec, node_rank=2)
