@@ -1,0 +1,1136 @@
+"""Storage: local directories and ``s3://bucket/prefix`` behind one small interface.
+
+Why this module exists: every run that leaves the user's machine reads its dataset from, and writes
+its checkpoints and outputs to, object storage, so the run outlives the pod. ``--remote local`` uses
+the very same code with a plain directory, so no bucket is needed to develop or test.
+
+Design decisions (see issue 5):
+
+* **Sync by content, not mtime.** What a prefix holds is recorded in a manifest (path, size, sha256)
+  at ``<prefix>/.trainpod/manifest.json``, written last. A push compares local (size, sha256) with
+  the remote manifest plus one LIST (so a deleted object is noticed): a fresh checkout that touched
+  every mtime re-uploads nothing, and a no-op push sends zero PUTs. Local hashes are cached by
+  (path, size, mtime_ns, inode) under ``settings.state_dir``; the cache only saves time — a miss
+  just re-hashes, so correctness never depends on mtime.
+* **Completeness marks.** Before anything changes under a prefix, its manifest is deleted; the new
+  one is written after the last object. A checkpoint ``step-NNNNNNNN/`` is complete only when its
+  ``manifest.json`` exists and every listed file is present with the listed size (and hash, when
+  downloaded). Downloads go to temp names, are verified, then renamed; the manifest is renamed last.
+* **Throughput.** Many small files go through a bounded thread pool with ``put_object``/
+  ``get_object`` (no per-file transfer-manager overhead); large files use multipart transfers with a
+  tuned ``TransferConfig``. The HTTP pool is sized to the workers so threads never wait on sockets.
+* **Resilience.** botocore retries (standard mode, 8 attempts; ``AWS_MAX_ATTEMPTS`` /
+  ``AWS_RETRY_MODE`` override) cover 5xx, throttling and connection resets on each request; a
+  per-file retry on top covers a body that breaks mid-stream. Auth / bucket / permission / endpoint
+  problems become a :class:`~trainpod.errors.TrainpodError` naming the bucket and the setting to fix.
+
+boto3 is imported lazily (inside functions): ``trainpod --help`` must not pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainpod.errors import TrainpodError
+from trainpod.manifest import (
+    CHECKPOINT_RE,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    atomic_write_bytes,
+    file_sha256,
+    manifest_digest,
+    parse_manifest,
+    read_manifest,
+)
+
+if TYPE_CHECKING:
+    from trainpod.settings import Settings
+
+log = logging.getLogger(__name__)
+
+META_DIR = ".trainpod"
+PREFIX_MANIFEST = f"{META_DIR}/{MANIFEST_NAME}"  # manifest of a synced prefix (datasets, outputs)
+BEST_MARKER = f"{META_DIR}/best.json"  # which checkpoint is the best one (kept by retention)
+TMP_PREFIX = ".tmp-"
+
+# Tuned on the loopback benchmark (benchmarks/s3_sync.py): small objects are latency bound, so many
+# workers; large objects are split in 16 MiB parts sent 16 at a time.
+DEFAULT_WORKERS = 64
+MULTIPART_THRESHOLD = 32 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
+MULTIPART_CONCURRENCY = 16
+FILE_ATTEMPTS = 4  # per-file retries on top of botocore's per-request retries
+
+
+# ======================================================================================= URIs
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # no leading/trailing slash; "" = bucket root
+
+    def key(self, rel: str) -> str:
+        rel = rel.strip("/")
+        if not self.prefix:
+            return rel
+        return f"{self.prefix}/{rel}" if rel else self.prefix
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    rest = uri[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise TrainpodError(f"invalid S3 URI '{uri}': no bucket", "write it as s3://BUCKET/PREFIX")
+    return S3Location(bucket, prefix.strip("/"))
+
+
+def join_uri(uri: str, rel: str) -> str:
+    return f"{str(uri).rstrip('/')}/{rel.strip('/')}" if rel else str(uri)
+
+
+def _split_parent(uri: str) -> tuple[str, str]:
+    """``s3://b/p/x`` -> (``s3://b/p``, ``x``); a bucket root has no parent."""
+    uri = str(uri).rstrip("/")
+    if is_s3(uri):
+        loc = parse_s3_uri(uri)
+        if not loc.prefix:
+            raise TrainpodError(f"'{uri}' names a bucket, not an object", "add a key: s3://BUCKET/KEY")
+        parent, _, name = loc.prefix.rpartition("/")
+        return str(S3Location(loc.bucket, parent)), name
+    p = Path(uri)
+    return str(p.parent), p.name
+
+
+# ======================================================================================= results
+@dataclass
+class SyncResult:
+    """What a sync moved (or, with ``dry_run``, would move)."""
+
+    source: str
+    dest: str
+    dry_run: bool = False
+    transferred: list[tuple[str, int]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    manifest_sha256: str | None = None
+    verified_by: str = "sha256"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["transferred"] = [{"path": p, "size": s} for p, s in self.transferred]
+        return d
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    size: int
+    sha256: str | None = None
+
+
+# ======================================================================================= progress
+class _Progress:
+    """Bytes + files progress (rich), shown only when asked for; thread-safe."""
+
+    def __init__(self, enabled: bool, label: str, total_bytes: int, total_files: int):
+        self._bar = None
+        self._lock = threading.Lock()
+        self._files = 0
+        self._total_files = total_files
+        if not enabled or total_files == 0:
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TextColumn("{task.fields[files]}"), TimeRemainingColumn(), transient=False,
+        )
+        self._task = self._bar.add_task(label, total=total_bytes, files=f"0/{total_files} files")
+        self._bar.start()
+
+    def bytes(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def file_done(self) -> None:
+        if self._bar is not None:
+            with self._lock:
+                self._files += 1
+                files = f"{self._files}/{self._total_files} files"
+            self._bar.update(self._task, files=files)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# ======================================================================================= hash cache
+class HashCache:
+    """sha256 of local files keyed by (path, size, mtime_ns, inode): a speed-up, never a source of truth.
+
+    Stored as JSON under ``state_dir/storage/hashes.json`` and written atomically; concurrent
+    processes may lose each other's entries, which only costs a re-hash.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None):
+        self._path = Path(state_dir).expanduser() / "storage" / "hashes.json" if state_dir else None
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._data: dict[str, list[Any]] = {}
+        if self._path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                loaded = json.loads(self._path.read_bytes())
+                if isinstance(loaded, dict):
+                    self._data = loaded
+
+    @staticmethod
+    def _key(st: os.stat_result) -> list[int]:
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        name = str(path.resolve())
+        with self._lock:
+            hit = self._data.get(name)
+        if hit and hit[:3] == self._key(st):
+            return str(hit[3])
+        digest = file_sha256(path)
+        self.remember(path, digest)
+        return digest
+
+    def remember(self, path: Path, digest: str) -> None:
+        st = path.stat()
+        with self._lock:
+            self._data[str(path.resolve())] = [*self._key(st), digest]
+            self._dirty = True
+
+    def save(self) -> None:
+        if self._path is None or not self._dirty:
+            return
+        with self._lock:
+            data = json.dumps(self._data, separators=(",", ":")).encode()
+            self._dirty = False
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(self._path, data)
+
+
+# ======================================================================================= S3 client
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _settings(settings: Settings | None) -> Settings:
+    if settings is not None:
+        return settings
+    from trainpod.settings import load_settings
+
+    return load_settings()
+
+
+def _retry_config() -> dict[str, Any]:
+    mode = os.environ.get("AWS_RETRY_MODE") or "standard"
+    try:
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 8)
+    except ValueError:
+        raise TrainpodError("AWS_MAX_ATTEMPTS must be an integer", "e.g. AWS_MAX_ATTEMPTS=8") from None
+    return {"mode": mode, "max_attempts": max(1, attempts)}
+
+
+def s3_client(settings: Settings | None = None, *, workers: int = DEFAULT_WORKERS) -> Any:
+    """A boto3 S3 client from settings (endpoint, region, keys) or the standard credential chain.
+
+    Clients are thread-safe and expensive to build (~50 ms), so one is cached per configuration.
+    """
+    s = _settings(settings)
+    key_id = s.aws_access_key_id
+    secret = s.aws_secret_access_key.get_secret_value() if s.aws_secret_access_key else None
+    token = s.aws_session_token.get_secret_value() if s.aws_session_token else None
+    retries = _retry_config()
+    cache_key = (s.s3_endpoint_url, s.aws_region, key_id, hashlib.sha256(f"{secret}|{token}".encode()).hexdigest(),
+                 workers, tuple(sorted(retries.items())))
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is not None:
+            return client
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries=retries,  # type: ignore[arg-type]
+            max_pool_connections=workers + MULTIPART_CONCURRENCY,
+            connect_timeout=10,
+            read_timeout=120,
+            tcp_keepalive=True,
+            # S3-compatible endpoints (MinIO, R2, RunPod volumes, moto) want path-style addressing
+            s3={"addressing_style": "path"} if s.s3_endpoint_url else {},
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=key_id if secret else None,
+            aws_secret_access_key=secret if key_id else None,
+            aws_session_token=token if (key_id and secret) else None,
+            region_name=s.aws_region or ("us-east-1" if s.s3_endpoint_url else None),
+        )
+        client = session.client("s3", endpoint_url=s.s3_endpoint_url or None, config=config)
+        _clients[cache_key] = client
+        return client
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD,
+        multipart_chunksize=MULTIPART_CHUNKSIZE,
+        max_concurrency=MULTIPART_CONCURRENCY,
+        use_threads=True,
+    )
+
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+               "AuthorizationHeaderMalformed", "InvalidClientTokenId", "TokenRefreshRequired"}
+
+
+def _translate(exc: BaseException, bucket: str, action: str) -> TrainpodError | None:
+    """Map a botocore failure to a user-facing error naming the bucket and the setting to fix."""
+    from botocore import exceptions as bex
+
+    where = f"s3://{bucket}"
+    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return TrainpodError(
+            f"{action} {where}: no AWS credentials found",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment",
+        )
+    if isinstance(exc, bex.EndpointConnectionError | bex.ConnectTimeoutError):
+        return TrainpodError(
+            f"{action} {where}: cannot reach the S3 endpoint ({type(exc).__name__})",
+            "check TRAINPOD_S3_ENDPOINT_URL / AWS_ENDPOINT_URL (unset it for AWS) and your network",
+        )
+    if isinstance(exc, bex.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket":
+            return TrainpodError(
+                f"{action} {where}: bucket '{bucket}' does not exist at this endpoint",
+                "create it, fix the URI, or check TRAINPOD_S3_ENDPOINT_URL / AWS_ENDPOINT_URL and AWS_REGION",
+            )
+        if code in _AUTH_CODES:
+            return TrainpodError(
+                f"{action} {where}: credentials rejected ({code})",
+                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and that "
+                "AWS_ENDPOINT_URL points at the service that issued them",
+            )
+        if code in {"AccessDenied", "AllAccessDisabled", "403"} or status == 403:
+            return TrainpodError(
+                f"{action} {where}: access denied",
+                f"the credentials in AWS_ACCESS_KEY_ID need s3:ListBucket/GetObject/PutObject/DeleteObject on '{bucket}'",
+            )
+        if code in {"PermanentRedirect", "301", "AuthorizationHeaderMalformedRegion"}:
+            return TrainpodError(
+                f"{action} {where}: bucket is in another region", "set AWS_REGION to the bucket's region",
+            )
+        return TrainpodError(f"{action} {where}: S3 error {code or status}: {err.get('Message', '')}".rstrip(": "))
+    if isinstance(exc, bex.BotoCoreError):
+        return TrainpodError(f"{action} {where}: {type(exc).__name__}: {exc}")
+    return None
+
+
+@contextlib.contextmanager
+def _s3_errors(bucket: str, action: str) -> Iterator[None]:
+    try:
+        yield
+    except TrainpodError:
+        raise
+    except Exception as exc:
+        translated = _translate(exc, bucket, action)
+        if translated is None:
+            raise
+        raise translated from None
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code == "NoSuchBucket":
+        return False
+    return code in {"404", "NoSuchKey", "NotFound"}
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors worth another whole-file attempt after botocore gave up or the body broke mid-stream."""
+    from botocore import exceptions as bex
+
+    if isinstance(exc, bex.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return int(status) >= 500 or exc.response.get("Error", {}).get("Code") in {"SlowDown", "RequestTimeout"}
+    return isinstance(exc, bex.ConnectionError | bex.HTTPClientError | bex.ResponseStreamingError
+                      | bex.IncompleteReadError | ConnectionError | TimeoutError | _IntegrityError)
+
+
+class _IntegrityError(Exception):
+    """Downloaded bytes did not match the manifest (size or sha256)."""
+
+
+def _with_retries(fn: Callable[[], Any], what: str) -> Any:
+    for attempt in range(1, FILE_ATTEMPTS + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            # a hash mismatch is retried once (a body cut short mid-read); twice means the object is bad
+            limit = 2 if isinstance(exc, _IntegrityError) else FILE_ATTEMPTS
+            if attempt >= limit or not _transient(exc):
+                raise
+            log.warning("%s failed (%s); retrying (%d/%d)", what, type(exc).__name__, attempt, limit - 1)
+            time.sleep(min(0.1 * 2 ** attempt, 5.0))
+    raise AssertionError("unreachable")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}-{threading.get_ident()}")
+
+
+# ======================================================================================= stores
+class Store:
+    """A root (directory or S3 prefix) addressed by relative posix paths."""
+
+    uri: str
+
+    def list(self, sub: str = "") -> dict[str, int]:
+        """Every object under ``sub`` (recursive): relative path -> size."""
+        raise NotImplementedError
+
+    def exists(self, rel: str) -> bool:
+        raise NotImplementedError
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """Whole object, or None if it does not exist."""
+        raise NotImplementedError
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def upload(self, local: Path, rel: str, *, sha256: str | None = None,
+               on_bytes: Callable[[int], None] | None = None) -> None:
+        raise NotImplementedError
+
+    def download(self, rel: str, local: Path, *, size: int | None = None, sha256: str | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> str:
+        """Fetch to a temp name, verify size/sha256, rename into place. Returns the sha256."""
+        raise NotImplementedError
+
+    def delete(self, rels: Iterable[str]) -> None:
+        raise NotImplementedError
+
+    def uri_of(self, rel: str) -> str:
+        return join_uri(self.uri, rel)
+
+
+class LocalStore(Store):
+    """A directory: ``--remote local`` runs and tests need no bucket at all."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser()
+        self.uri = str(self.root)
+
+    def _p(self, rel: str) -> Path:
+        rel = rel.strip("/")
+        if rel and ".." in Path(rel).parts:
+            raise TrainpodError(f"refusing path '{rel}' outside {self.root}")
+        return self.root / rel if rel else self.root
+
+    def list(self, sub: str = "") -> dict[str, int]:
+        base = self._p(sub)
+        if base.is_file():
+            return {sub.strip("/"): base.stat().st_size}
+        out: dict[str, int] = {}
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(TMP_PREFIX):
+                    continue
+                p = Path(dirpath) / name
+                with contextlib.suppress(OSError):
+                    out[p.relative_to(self.root).as_posix()] = p.stat().st_size
+        return out
+
+    def exists(self, rel: str) -> bool:
+        return self._p(rel).exists()
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        try:
+            return self._p(rel).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        atomic_write_bytes(self._p(rel), data)
+
+    def upload(self, local: Path, rel: str, *, sha256: str | None = None,
+               on_bytes: Callable[[int], None] | None = None) -> None:
+        dst = self._p(rel)
+        if dst.exists() and os.path.samefile(local, dst):
+            return
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(dst)
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, dst)
+        if on_bytes:
+            on_bytes(dst.stat().st_size)
+
+    def download(self, rel: str, local: Path, *, size: int | None = None, sha256: str | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> str:
+        src = self._p(rel)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(local)
+        try:
+            shutil.copyfile(src, tmp)
+            got = _verify_file(tmp, size, sha256, self.uri_of(rel))
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if on_bytes:
+            on_bytes(local.stat().st_size)
+        return got
+
+    def delete(self, rels: Iterable[str]) -> None:
+        parents = set()
+        for rel in rels:
+            p = self._p(rel)
+            p.unlink(missing_ok=True)
+            parents.add(p.parent)
+        for parent in sorted(parents, key=lambda x: len(x.parts), reverse=True):
+            with contextlib.suppress(OSError):  # remove directories left empty
+                while parent != self.root and not any(parent.iterdir()):
+                    parent.rmdir()
+                    parent = parent.parent
+
+
+class S3Store(Store):
+    """An S3 prefix (any S3-compatible endpoint)."""
+
+    def __init__(self, uri: str, settings: Settings | None = None, *, workers: int = DEFAULT_WORKERS):
+        self.loc = parse_s3_uri(uri)
+        self.uri = str(self.loc)
+        self.settings = _settings(settings)
+        self.client = s3_client(self.settings, workers=workers)
+
+    @property
+    def bucket(self) -> str:
+        return self.loc.bucket
+
+    def list(self, sub: str = "") -> dict[str, int]:
+        key = self.loc.key(sub)
+        out: dict[str, int] = {}
+        strip = len(self.loc.prefix) + 1 if self.loc.prefix else 0
+        with _s3_errors(self.bucket, "listing"):
+            # Prefix=key (no slash) so a single object named by ``sub`` is listed too; siblings that
+            # merely share the prefix ("DONE2" for "DONE") are filtered out.
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=key)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    k = obj["Key"]
+                    if k.startswith(f"{key}/") or not key or (k == key and sub.strip("/")):
+                        out[k[strip:]] = int(obj["Size"])
+        return out
+
+    def exists(self, rel: str) -> bool:
+        try:
+            with _s3_errors(self.bucket, "checking"):
+                try:
+                    self.client.head_object(Bucket=self.bucket, Key=self.loc.key(rel))
+                except Exception as exc:
+                    if _is_not_found(exc):
+                        return False
+                    raise
+        except TrainpodError:
+            raise
+        return True
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        def get() -> bytes | None:
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=self.loc.key(rel))
+            except Exception as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
+            return resp["Body"].read()
+
+        with _s3_errors(self.bucket, f"reading {self.uri_of(rel)}"):
+            return _with_retries(get, f"GET {self.uri_of(rel)}")
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with _s3_errors(self.bucket, f"writing {self.uri_of(rel)}"):
+            _with_retries(lambda: self.client.put_object(Bucket=self.bucket, Key=self.loc.key(rel), Body=data),
+                          f"PUT {self.uri_of(rel)}")
+
+    def upload(self, local: Path, rel: str, *, sha256: str | None = None,
+               on_bytes: Callable[[int], None] | None = None) -> None:
+        key = self.loc.key(rel)
+        extra = {"Metadata": {"sha256": sha256}} if sha256 else {}
+        size = local.stat().st_size
+
+        def put() -> None:
+            if size < MULTIPART_THRESHOLD:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=local.read_bytes(), **extra)
+                if on_bytes:
+                    on_bytes(size)
+            else:
+                self.client.upload_file(str(local), self.bucket, key, ExtraArgs=extra or None,
+                                        Config=_transfer_config(), Callback=on_bytes)
+
+        with _s3_errors(self.bucket, f"uploading {local} to {self.uri_of(rel)}"):
+            _with_retries(put, f"upload {self.uri_of(rel)}")
+
+    def download(self, rel: str, local: Path, *, size: int | None = None, sha256: str | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> str:
+        key = self.loc.key(rel)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        where = self.uri_of(rel)
+
+        def get() -> str:
+            tmp = _tmp_name(local)
+            try:
+                if size is not None and size < MULTIPART_THRESHOLD:
+                    body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                    got = _verify_bytes(body, size, sha256, where)
+                    with open(tmp, "wb") as fh:
+                        fh.write(body)
+                else:
+                    self.client.download_file(self.bucket, key, str(tmp), Config=_transfer_config())
+                    got = _verify_file(tmp, size, sha256, where)
+                os.replace(tmp, local)
+                return got
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        with _s3_errors(self.bucket, f"downloading {where}"):
+            got = _with_retries(get, f"download {where}")
+        if on_bytes:
+            on_bytes(local.stat().st_size)
+        return got
+
+    def delete(self, rels: Iterable[str]) -> None:
+        keys = [self.loc.key(r) for r in rels]
+        with _s3_errors(self.bucket, "deleting from"):
+            for i in range(0, len(keys), 1000):
+                batch = [{"Key": k} for k in keys[i:i + 1000]]
+                resp = _with_retries(lambda b=batch: self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}), f"DELETE in {self.uri}")
+                errors = resp.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise TrainpodError(
+                        f"deleting from {self.uri}: {len(errors)} objects failed, e.g. {first.get('Key')}: "
+                        f"{first.get('Code')}", "check s3:DeleteObject permission for AWS_ACCESS_KEY_ID")
+
+
+def _verify_bytes(body: bytes, size: int | None, sha256: str | None, where: str) -> str:
+    if size is not None and len(body) != size:
+        raise _IntegrityError(f"{where}: got {len(body)} bytes, manifest says {size}")
+    got = hashlib.sha256(body).hexdigest()
+    if sha256 is not None and got != sha256:
+        raise _IntegrityError(f"{where}: sha256 mismatch")
+    return got
+
+
+def _verify_file(path: Path, size: int | None, sha256: str | None, where: str) -> str:
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise _IntegrityError(f"{where}: got {actual} bytes, manifest says {size}")
+    got = file_sha256(path)
+    if sha256 is not None and got != sha256:
+        raise _IntegrityError(f"{where}: sha256 mismatch")
+    return got
+
+
+def open_store(uri: str | os.PathLike[str], settings: Settings | None = None, *,
+               workers: int = DEFAULT_WORKERS) -> Store:
+    """The store for a local path or an ``s3://`` URI."""
+    uri = str(uri)
+    if is_s3(uri):
+        return S3Store(uri, settings, workers=workers)
+    if "://" in uri:
+        raise TrainpodError(f"unsupported storage URI '{uri}'", "use a local path or s3://BUCKET/PREFIX")
+    return LocalStore(uri)
+
+
+# ======================================================================================= single objects
+def exists(uri: str, settings: Settings | None = None) -> bool:
+    parent, name = _split_parent(uri)
+    return open_store(parent, settings).exists(name)
+
+
+def read_bytes(uri: str, settings: Settings | None = None) -> bytes | None:
+    """Whole object (markers, status, logs), or None when it does not exist."""
+    parent, name = _split_parent(uri)
+    return open_store(parent, settings).read_bytes(name)
+
+
+def write_bytes(uri: str, data: bytes, settings: Settings | None = None) -> None:
+    """Write one object atomically (S3 PUTs are atomic; local files use temp + rename)."""
+    parent, name = _split_parent(uri)
+    open_store(parent, settings).write_bytes(name, data)
+
+
+def delete(uri: str, settings: Settings | None = None) -> None:
+    """Delete one object, or everything under a prefix/directory."""
+    parent, name = _split_parent(uri)
+    store = open_store(parent, settings)
+    keys = list(store.list(name))
+    if keys:
+        store.delete(keys)
+
+
+# ======================================================================================= sync
+def _scan_local(root: Path, cache: HashCache, workers: int) -> dict[str, Entry]:
+    """Every file under ``root`` (except ``.trainpod/`` and temp files) with size and sha256."""
+    paths: list[Path] = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not (Path(dirpath) == root and d == META_DIR))
+        paths.extend(Path(dirpath) / n for n in sorted(files) if not n.startswith(TMP_PREFIX))
+    with ThreadPoolExecutor(max_workers=min(workers, 16)) as pool:
+        digests = list(pool.map(cache.sha256, paths))
+    return {
+        p.relative_to(root).as_posix(): Entry(p.relative_to(root).as_posix(), p.stat().st_size, d)
+        for p, d in zip(paths, digests, strict=True)
+    }
+
+
+def _manifest_of(entries: Iterable[Entry], **extra: Any) -> dict[str, Any]:
+    return {
+        "version": MANIFEST_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": [{"path": e.path, "size": e.size, "sha256": e.sha256}
+                  for e in sorted(entries, key=lambda e: e.path)],
+        **extra,
+    }
+
+
+def _encode(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=1, sort_keys=True).encode()
+
+
+def read_prefix_manifest(store: Store) -> dict[str, Any] | None:
+    data = store.read_bytes(PREFIX_MANIFEST)
+    return parse_manifest(data) if data is not None else None
+
+
+def _run_parallel(fn: Callable[[Any], Any], items: list[Any], workers: int) -> None:
+    """Run ``fn`` over ``items`` on a bounded pool; the first failure cancels the rest and is raised."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        futures = [pool.submit(fn, it) for it in items]
+        try:
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def sync_up(local_dir: str | os.PathLike[str], uri: str, settings: Settings | None = None, *,
+            delete: bool = False, dry_run: bool = False, progress: bool = False,
+            workers: int = DEFAULT_WORKERS) -> SyncResult:
+    """Push a directory to a prefix: upload what differs by (size, sha256), then the manifest last.
+
+    Without ``delete`` remote files that are not local stay, and stay in the manifest.
+    """
+    t0 = time.perf_counter()
+    root = Path(local_dir).expanduser()
+    if not root.is_dir():
+        raise TrainpodError(f"{root}: not a directory", "data push takes a directory; put single files in one")
+    s = _settings(settings)
+    store = open_store(uri, s, workers=workers)
+    cache = HashCache(s.state_dir)
+    # the manifest GET and the LIST are independent round trips: overlap them with local hashing
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        remote_manifest_f = pool.submit(read_prefix_manifest, store)
+        listing_f = pool.submit(store.list)
+        local = _scan_local(root, cache, workers)
+        remote_manifest, listing = remote_manifest_f.result(), listing_f.result()
+    cache.save()
+    known = {f["path"]: f for f in (remote_manifest or {"files": []})["files"]}
+    todo = [e for e in local.values()
+            if not ((k := known.get(e.path)) and k["size"] == e.size and k["sha256"] == e.sha256
+                    and listing.get(e.path) == e.size)]
+    extra = sorted(p for p in listing if p not in local and not p.startswith(f"{META_DIR}/"))
+    to_delete = extra if delete else []
+    result = SyncResult(source=str(root), dest=store.uri, dry_run=dry_run,
+                        transferred=[(e.path, e.size) for e in todo], deleted=to_delete,
+                        unchanged=len(local) - len(todo), bytes=sum(e.size for e in todo))
+    final_entries = list(local.values())
+    if not delete:  # remote-only files stay and stay described (their hash known from the old manifest)
+        final_entries += [Entry(p, known[p]["size"], known[p]["sha256"]) for p in extra
+                          if p in known and known[p]["size"] == listing[p]]
+    manifest = _manifest_of(final_entries)
+    result.manifest_sha256 = manifest_digest(manifest)
+    if dry_run:
+        result.seconds = time.perf_counter() - t0
+        return result
+    if todo or to_delete or remote_manifest is None or manifest_digest(remote_manifest) != result.manifest_sha256:
+        if remote_manifest is not None:  # the prefix is about to change: it is not complete until re-marked
+            store.delete([PREFIX_MANIFEST])
+        bar = _Progress(progress, f"push {store.uri}", result.bytes, len(todo))
+        try:
+            def up(e: Entry) -> None:
+                store.upload(root / e.path, e.path, sha256=e.sha256, on_bytes=bar.bytes)
+                bar.file_done()
+
+            _run_parallel(up, sorted(todo, key=lambda e: -e.size), workers)
+            if to_delete:
+                store.delete(to_delete)
+            store.write_bytes(PREFIX_MANIFEST, _encode(manifest))
+        finally:
+            bar.close()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def sync_down(uri: str, local_dir: str | os.PathLike[str], settings: Settings | None = None, *,
+              delete: bool = False, dry_run: bool = False, progress: bool = False,
+              workers: int = DEFAULT_WORKERS) -> SyncResult:
+    """Pull a prefix into a directory: download what differs, verified against the manifest.
+
+    A prefix without a manifest (uploaded by another tool) is pulled by listing and checked by size
+    only; ``verified_by`` in the result says so. The manifest is copied to ``LOCAL/.trainpod/`` last.
+    """
+    t0 = time.perf_counter()
+    root = Path(local_dir).expanduser()
+    s = _settings(settings)
+    store = open_store(uri, s, workers=workers)
+    manifest = read_prefix_manifest(store)
+    if manifest is not None:
+        wanted = {f["path"]: Entry(f["path"], f["size"], f["sha256"]) for f in manifest["files"]}
+        verified_by = "sha256"
+    else:
+        listing = store.list()
+        if not listing:
+            raise TrainpodError(f"{store.uri}: nothing there (no objects, no manifest)",
+                                f"push it first: trainpod data push LOCAL_DIR {store.uri}")
+        wanted = {p: Entry(p, n) for p, n in listing.items() if not p.startswith(f"{META_DIR}/")}
+        verified_by = "size"
+    cache = HashCache(s.state_dir)
+
+    def current(e: Entry) -> bool:
+        p = root / e.path
+        try:
+            if p.stat().st_size != e.size:
+                return False
+        except OSError:
+            return False
+        return e.sha256 is None or cache.sha256(p) == e.sha256
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        fresh = list(pool.map(current, wanted.values()))
+    todo = [e for e, ok in zip(wanted.values(), fresh, strict=True) if not ok]
+    to_delete: list[str] = []
+    if delete and root.is_dir():
+        local_files = LocalStore(root).list()
+        to_delete = sorted(p for p in local_files if p not in wanted and not p.startswith(f"{META_DIR}/"))
+    result = SyncResult(source=store.uri, dest=str(root), dry_run=dry_run,
+                        transferred=[(e.path, e.size) for e in todo], deleted=to_delete,
+                        unchanged=len(wanted) - len(todo), bytes=sum(e.size for e in todo),
+                        manifest_sha256=manifest_digest(manifest) if manifest else None, verified_by=verified_by)
+    if dry_run:
+        cache.save()
+        result.seconds = time.perf_counter() - t0
+        return result
+    root.mkdir(parents=True, exist_ok=True)
+    local_store = LocalStore(root)
+    marker = root / PREFIX_MANIFEST
+    if todo or to_delete:
+        marker.unlink(missing_ok=True)
+    bar = _Progress(progress, f"pull {store.uri}", result.bytes, len(todo))
+    try:
+        def down(e: Entry) -> None:
+            got = store.download(e.path, root / e.path, size=e.size, sha256=e.sha256, on_bytes=bar.bytes)
+            cache.remember(root / e.path, got)
+            bar.file_done()
+
+        try:
+            _run_parallel(down, sorted(todo, key=lambda e: -e.size), workers)
+        except _IntegrityError as exc:
+            raise TrainpodError(f"pull {store.uri}: {exc}", "the object changed or is corrupt; push it again") from None
+        if to_delete:
+            local_store.delete(to_delete)
+        if manifest is not None:
+            atomic_write_bytes(marker, _encode(manifest))
+    finally:
+        bar.close()
+        cache.save()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def list_uri(uri: str, settings: Settings | None = None) -> dict[str, Any]:
+    """What a prefix holds: files (with sha256 where a manifest has it) and the manifest digest."""
+    store = open_store(uri, settings)
+    listing = store.list()
+    manifest = read_prefix_manifest(store)
+    hashes = {f["path"]: f["sha256"] for f in manifest["files"]} if manifest else {}
+    files = [Entry(p, n, hashes.get(p)) for p, n in sorted(listing.items())
+             if not p.startswith(f"{META_DIR}/")]
+    return {
+        "uri": store.uri,
+        "files": [asdict(e) for e in files],
+        "total_bytes": sum(e.size for e in files),
+        "manifest_sha256": manifest_digest(manifest) if manifest else None,
+    }
+
+
+def dataset_manifest_digest(uri: str, settings: Settings | None = None) -> str:
+    """The content digest of a dataset (what the RunSpec records as ``dataset_manifest_sha256``).
+
+    A pushed prefix has a manifest; a local directory or file without one is hashed on the spot.
+    """
+    if not is_s3(uri):
+        p = Path(uri).expanduser()
+        if p.is_file():
+            return manifest_digest(_manifest_of([Entry(p.name, p.stat().st_size, file_sha256(p))]))
+        if not p.is_dir():
+            raise TrainpodError(f"dataset '{uri}' not found", "give a directory, a file, or s3://BUCKET/PREFIX")
+        saved = parse_manifest((p / PREFIX_MANIFEST).read_bytes()) if (p / PREFIX_MANIFEST).is_file() else None
+        if saved is not None:
+            return manifest_digest(saved)
+        s = _settings(None)
+        return manifest_digest(_manifest_of(_scan_local(p, HashCache(s.state_dir), DEFAULT_WORKERS).values()))
+    manifest = read_prefix_manifest(open_store(uri, settings))
+    if manifest is None:
+        raise TrainpodError(f"{uri}: no dataset manifest ({PREFIX_MANIFEST})",
+                            f"push the dataset with `trainpod data push DIR {uri}` so it is pinned")
+    return manifest_digest(manifest)
+
+
+# ======================================================================================= checkpoints
+def _checkpoint_dirs(listing: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Group a listing by ``step-NNNNNNNN`` directory: name -> {file rel path: size}."""
+    out: dict[str, dict[str, int]] = {}
+    for path, size in listing.items():
+        head, _, rest = path.partition("/")
+        if rest and CHECKPOINT_RE.match(head):
+            out.setdefault(head, {})[rest] = size
+    return out
+
+
+def _complete(store: Store, name: str, files: dict[str, int]) -> dict[str, Any] | None:
+    """The checkpoint's manifest if it is present and every file exists with its listed size."""
+    if MANIFEST_NAME not in files:
+        return None
+    data = store.read_bytes(f"{name}/{MANIFEST_NAME}")
+    manifest = parse_manifest(data) if data is not None else None
+    if manifest is None:
+        return None
+    for f in manifest["files"]:
+        if files.get(f["path"]) != f["size"]:
+            log.info("checkpoint %s incomplete: %s missing or wrong size", store.uri_of(name), f["path"])
+            return None
+    return manifest
+
+
+def latest_complete_checkpoint(uri: str, settings: Settings | None = None) -> str | None:
+    """URI of the newest ``step-NNNNNNNN`` under ``uri`` whose manifest is present and whose files all
+    exist with the listed sizes; partial and truncated checkpoints are skipped. sha256 is checked
+    by :func:`download_checkpoint`."""
+    store = open_store(uri, settings)
+    dirs = _checkpoint_dirs(store.list())
+    for name in sorted(dirs, reverse=True):
+        if _complete(store, name, dirs[name]) is not None:
+            return store.uri_of(name)
+    return None
+
+
+def download_checkpoint(uri: str, local_dir: str | os.PathLike[str], settings: Settings | None = None, *,
+                        workers: int = DEFAULT_WORKERS) -> Path:
+    """Download one checkpoint directory, verifying every sha256; its manifest is written last."""
+    store = open_store(uri, settings, workers=workers)
+    data = store.read_bytes(MANIFEST_NAME)
+    manifest = parse_manifest(data) if data is not None else None
+    if manifest is None:
+        raise TrainpodError(f"{store.uri}: no valid {MANIFEST_NAME}; the checkpoint is incomplete",
+                            "use latest_complete_checkpoint() to pick a complete one")
+    dest = Path(local_dir).expanduser()
+    (dest / MANIFEST_NAME).unlink(missing_ok=True)  # until verified, the local copy is partial
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def fetch(f: dict[str, Any]) -> None:
+        p = dest / f["path"]
+        with contextlib.suppress(OSError):
+            if p.stat().st_size == f["size"] and file_sha256(p) == f["sha256"]:
+                return
+        store.download(f["path"], p, size=f["size"], sha256=f["sha256"])
+
+    try:
+        _run_parallel(fetch, sorted(manifest["files"], key=lambda f: -f["size"]), workers)
+    except _IntegrityError as exc:
+        raise TrainpodError(f"checkpoint {store.uri} is corrupt: {exc}",
+                            "pick an older one with latest_complete_checkpoint()") from None
+    atomic_write_bytes(dest / MANIFEST_NAME, data if data is not None else b"")
+    return dest
+
+
+class CheckpointUploader:
+    """Uploads local checkpoint directories in a background thread while training continues.
+
+    Each ``submit`` is uploaded in order: the remote manifest is deleted first (a re-used step name
+    is never complete while it changes), every file is uploaded in parallel, then the local
+    ``manifest.json`` — the only mark of completeness. Retention keeps the last ``keep_last``
+    complete checkpoints plus the best one, deleting each older one's manifest first. ``close``
+    on SIGTERM finishes what is queued within the grace period.
+    """
+
+    def __init__(self, dest_uri: str, settings: Settings | None = None, *, keep_last: int = 3,
+                 workers: int = DEFAULT_WORKERS):
+        if keep_last < 1:
+            raise TrainpodError(f"keep_last must be >= 1, got {keep_last}")
+        self.store = open_store(dest_uri, settings, workers=workers)
+        self.keep_last = keep_last
+        self.workers = workers
+        self.uploaded: list[str] = []
+        self.errors: list[BaseException] = []
+        self._reported = 0
+        self._best: str | None = None
+        self._queue: queue.Queue[tuple[Path, bool] | None] = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="trainpod-ckpt-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, local_ckpt_dir: str | os.PathLike[str], is_best: bool = False) -> None:
+        path = Path(local_ckpt_dir)
+        if self._closed:
+            raise TrainpodError("CheckpointUploader is closed; cannot submit more checkpoints")
+        if CHECKPOINT_RE.match(path.name) is None:
+            raise TrainpodError(f"{path}: checkpoint directories are named step-NNNNNNNN")
+        if read_manifest(path) is None:
+            raise TrainpodError(f"{path}: no valid {MANIFEST_NAME}; write it (last) before submitting")
+        with self._idle:
+            self._pending += 1
+        self._queue.put((path, is_best))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            path, is_best = item
+            try:
+                self._upload(path, is_best)
+                self.uploaded.append(self.store.uri_of(path.name))
+            except BaseException as exc:  # kept and re-raised from wait(): training must not die here
+                log.error("checkpoint upload of %s failed: %s", path, exc)
+                self.errors.append(exc)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    def _upload(self, path: Path, is_best: bool) -> None:
+        name = path.name
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise TrainpodError(f"{path}: manifest vanished before upload")
+        for f in manifest["files"]:
+            actual = (path / f["path"]).stat().st_size
+            if actual != f["size"]:
+                raise TrainpodError(f"{path / f['path']}: {actual} bytes, manifest says {f['size']}")
+        local_copy = isinstance(self.store, LocalStore) and (self.store.root / name).resolve() == path.resolve()
+        if not local_copy:
+            self.store.delete([f"{name}/{MANIFEST_NAME}"])
+            _run_parallel(lambda f: self.store.upload(path / f["path"], f"{name}/{f['path']}", sha256=f["sha256"]),
+                          sorted(manifest["files"], key=lambda f: -f["size"]), self.workers)
+            self.store.upload(path / MANIFEST_NAME, f"{name}/{MANIFEST_NAME}")
+        if is_best:
+            self.store.write_bytes(BEST_MARKER, json.dumps({"name": name}).encode())
+            self._best = name
+        self._retain()
+
+    def _best_name(self) -> str | None:
+        if self._best is None:
+            data = self.store.read_bytes(BEST_MARKER)
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                self._best = json.loads(data).get("name") if data else None
+        return self._best
+
+    def _retain(self) -> None:
+        dirs = _checkpoint_dirs(self.store.list())
+        complete = [n for n in sorted(dirs, reverse=True) if _complete(self.store, n, dirs[n]) is not None]
+        if not complete:
+            return
+        keep = set(complete[: self.keep_last])
+        best = self._best_name()
+        if best:
+            keep.add(best)
+        newest_kept = complete[0]
+        for name in sorted(dirs):
+            if name in keep or name > newest_kept:  # never touch one newer than what we just finished
+                continue
+            files = dirs[name]
+            if MANIFEST_NAME in files:  # manifest first: a half-deleted checkpoint is never "complete"
+                self.store.delete([f"{name}/{MANIFEST_NAME}"])
+            self.store.delete([f"{name}/{p}" for p in files if p != MANIFEST_NAME])
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until everything submitted is uploaded (True) or ``timeout`` passes (False).
+
+        Raises the first upload failure not yet reported, as a TrainpodError.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._idle.wait(left)
+            done = self._pending == 0
+        if len(self.errors) > self._reported:
+            exc = self.errors[self._reported]
+            self._reported = len(self.errors)
+            if isinstance(exc, TrainpodError):
+                raise exc
+            raise TrainpodError(f"checkpoint upload to {self.store.uri} failed: {type(exc).__name__}: {exc}")
+        return done
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish pending uploads within ``timeout`` seconds (the SIGTERM grace period) and stop."""
+        self._closed = True
+        try:
+            return self.wait(timeout)
+        finally:
+            self._queue.put(None)
+            if self._pending == 0:
+                self._thread.join(timeout=5)
