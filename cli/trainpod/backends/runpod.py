@@ -1,0 +1,303 @@
+"""The RunPod backend: a preset becomes one pod that trains, writes to S3, and terminates itself.
+
+``plan`` is pure (no network): it refuses what cannot run *before* money is spent, and returns the
+exact pod request (GPU type + fallbacks, cloud, CUDA floor, disk, env with secrets by name only),
+an estimated cost with the source of its price, and the GraphQL mutation ``submit`` will send
+(redacted), so ``--dry-run`` shows precisely what would be rented.
+
+Decisions:
+
+* CPU hardware is refused. RunPod has CPU pods (``deployCpuPod``), but trainpod's RunPod value is
+  GPU hours; CPU runs are cheaper and simpler on ``--remote docker``/``local``, and MPS exists only
+  on Apple machines.
+* Multi-node is refused: it needs RunPod instant clusters, which trainpod does not drive.
+* Outputs must go to ``s3://``: a pod's disk vanishes with it, and the pod terminates itself.
+* A run needs ``max_runtime_minutes`` or ``max_cost_usd`` (``--max-runtime``/``--max-cost``): the
+  pod-side watchdog enforces them, so no failure mode can bill without bound.
+* The pod is started with ``python -m trainpod.podside -- python -m trainpod_trainer`` as its
+  command (``dockerArgs``): the supervisor checks the DONE marker (RunPod restarts containers that
+  exit), runs the watchdog and terminates the pod with the pod-scoped ``RUNPOD_API_KEY`` that RunPod
+  injects, so teardown never depends on the laptop. The account key never enters the pod.
+* Spot: the bid defaults to the on-demand price (never pay more than on-demand); the estimate uses
+  it as an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Iterator
+from typing import Any
+
+from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
+from trainpod.backends.runpod_api import CloudType, PodRequest
+from trainpod.config.schema import TrainingConfig
+from trainpod.errors import ConfigError, UnsupportedError, available, did_you_mean
+from trainpod.settings import Settings
+from trainpod.spec import RunSpec
+
+# CUDA versions RunPod hosts advertise (the ``allowedCudaVersions`` enum of its API). Assumption to
+# re-check against https://graphql-spec.runpod.io when RunPod adds a release.
+RUNPOD_CUDA_VERSIONS = ("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9")
+CLOUD_TYPES: tuple[CloudType, ...] = ("ALL", "SECURE", "COMMUNITY")
+POD_COMMAND = ["python", "-m", "trainpod.podside", "--", "python", "-m", "trainpod_trainer"]
+POD_NAME_PREFIX = "trainpod-"
+VOLUME_MOUNT = "/workspace"
+
+# Secrets the pod may need, by the env name it reads → the settings field that holds the value.
+POD_SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "HF_TOKEN": "hf_token",
+    "WANDB_API_KEY": "wandb_api_key",
+}
+
+# Dense bf16 peak TFLOPS per GPU, for the duration heuristic only (PEERS.md performance facts).
+PEAK_TFLOPS = {
+    "NVIDIA GeForce RTX 4090": 165.0,
+    "NVIDIA A100 80GB PCIe": 312.0,
+    "NVIDIA A100-SXM4-80GB": 312.0,
+    "NVIDIA A100-SXM4-40GB": 312.0,
+    "NVIDIA H100 80GB HBM3": 989.0,
+}
+ASSUMED_MFU = 0.3
+STARTUP_HOURS = 10 / 60  # image pull + model download + dataset sync, before the first step
+
+
+def _version(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split("."))
+
+
+def allowed_cuda_versions(image_cuda: str) -> list[str]:
+    """Every RunPod-offered CUDA version the image can run on (driver >= the image's CUDA)."""
+    return [v for v in RUNPOD_CUDA_VERSIONS if _version(v) >= _version(image_cuda)]
+
+
+def pod_name(run_id: str, attempt: int = 0) -> str:
+    """Unique per launch attempt: the client adopts an existing pod of that name after a lost reply."""
+    return f"{POD_NAME_PREFIX}{run_id}-a{attempt}"
+
+
+def _model_params(base_model: str) -> float | None:
+    """Parameters from a hub name like ``Qwen/Qwen2.5-Coder-1.5B`` (None when the name does not say)."""
+    m = re.search(r"(\d+(?:\.\d+)?)\s*([BM])\b", base_model.split("/")[-1], re.IGNORECASE)
+    if not m:
+        return None
+    return float(m.group(1)) * (1e9 if m.group(2).upper() == "B" else 1e6)
+
+
+def expected_hours(cfg: TrainingConfig) -> tuple[float | None, str]:
+    """How long the run is expected to take, and why we think so."""
+    if cfg.max_runtime_minutes is not None:
+        return cfg.max_runtime_minutes / 60, f"max_runtime_minutes={cfg.max_runtime_minutes:g} (upper bound)"
+    steps = cfg.hyperparameters.max_steps
+    params = _model_params(cfg.expert.base_model)
+    peak = PEAK_TFLOPS.get(cfg.hardware.runpod_gpu_type_id or "")
+    if steps and params and peak:
+        tokens = steps * cfg.batch_size * cfg.gradient_accumulation * cfg.sequence_length * cfg.world_size
+        flops_per_token = (4 if cfg.finetune == "lora" else 6) * params
+        seconds = tokens * flops_per_token / (peak * 1e12 * ASSUMED_MFU * cfg.world_size)
+        return STARTUP_HOURS + seconds / 3600, (
+            f"heuristic: {steps} steps x {tokens // steps} tokens, {flops_per_token / params:g}N FLOPs/token, "
+            f"{ASSUMED_MFU:.0%} MFU of {peak:g} TFLOPS, +{STARTUP_HOURS * 60:g} min startup"
+        )
+    return None, "unknown: no max_runtime_minutes, and no max_steps/model size to estimate from"
+
+
+class RunPodBackend:
+    name = "runpod"
+
+    # ------------------------------------------------------------------ refusals
+    def unsupported(self, spec: RunSpec) -> list[str]:
+        hw, hw_name = spec.config.hardware, spec.config.hardware_name
+        reasons = []
+        if not hw.supported:
+            reasons.append(f"hardware '{hw_name}' is not supported: {hw.unsupported_reason}")
+        if hw.device == "mps":
+            reasons.append(f"hardware '{hw_name}' is Apple MPS, which exists only on Apple machines, not on RunPod")
+        elif hw.device == "cpu":
+            reasons.append(
+                f"hardware '{hw_name}' is CPU-only: trainpod rents GPU pods on RunPod; "
+                "run CPU presets with --remote docker or --remote local"
+            )
+        elif not hw.runpod_gpu_type_id:
+            reasons.append(f"hardware '{hw_name}' has no runpod_gpu_type_id (e.g. \"NVIDIA GeForce RTX 4090\")")
+        if hw.image != "cuda" and hw.device == "cuda":
+            reasons.append(f"hardware '{hw_name}' has image = '{hw.image}'; RunPod GPU pods need image = 'cuda'")
+        if max(hw.nnodes, spec.launch.nnodes) > 1:
+            reasons.append(
+                f"multi-node training (nnodes={max(hw.nnodes, spec.launch.nnodes)}) needs RunPod instant "
+                "clusters, which trainpod does not drive; use one pod with more GPUs (gpu_count)"
+            )
+        return reasons
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+        reasons = self.unsupported(spec)
+        if reasons:
+            raise UnsupportedError(
+                "cannot run on RunPod:\n  - " + "\n  - ".join(reasons),
+                "pick a cloud-* hardware profile (trainpod list --hardware) or another --remote",
+            )
+        cfg, hw = spec.config, spec.config.hardware
+        if not spec.storage.output.startswith("s3://"):
+            raise UnsupportedError(
+                f"RunPod runs must write to S3, but the output is '{spec.storage.output}'",
+                "set TRAINPOD_STORAGE_URI=s3://BUCKET/prefix: checkpoints and the adapter go there as they "
+                "are written, because the pod's disk vanishes when it terminates itself",
+            )
+        if not spec.image:
+            raise UnsupportedError(
+                "no image for the RunPod pod: the RunSpec has no content-addressed image tag",
+                "set TRAINPOD_REGISTRY to a registry RunPod can pull from; `trainpod build` + `trainpod push` "
+                "produce the tag that launch puts in the RunSpec",
+            )
+        if cfg.max_runtime_minutes is None and cfg.max_cost_usd is None:
+            raise UnsupportedError(
+                "a RunPod run needs a money guard: neither max_runtime_minutes nor max_cost_usd is set",
+                "pass --max-runtime MINUTES and/or --max-cost USD (the pod's watchdog enforces them)",
+            )
+        cloud = self._cloud_type(settings, hw.runpod_cloud_type)
+        gpu_type = hw.runpod_gpu_type_id
+        assert gpu_type is not None and hw.cuda_version is not None  # guaranteed by unsupported()/schema
+        cuda = allowed_cuda_versions(hw.cuda_version)
+        if not cuda:
+            raise UnsupportedError(
+                f"hardware '{cfg.hardware_name}' needs CUDA >= {hw.cuda_version}, newer than any CUDA version "
+                f"trainpod knows RunPod to offer ({RUNPOD_CUDA_VERSIONS[-1]})",
+                "lower cuda_version in the hardware table, or add the new version to RUNPOD_CUDA_VERSIONS",
+            )
+
+        price, price_source = hw.price_per_gpu_hour, "profile price_per_gpu_hour (offline; submit re-checks with API prices)"
+        hours, hours_source = expected_hours(cfg)
+        notes = [f"duration: {hours_source}"]
+        estimate = self._estimate(cfg, price, hours, notes)
+        if price is None:
+            price_source = "none: the hardware profile has no price_per_gpu_hour; submit takes it from the API"
+        notes.insert(0, f"price: {price_source}")
+        notes.append(f"CUDA floor {hw.cuda_version}: hosts with CUDA {', '.join(cuda)}")
+
+        env = self._env(spec, settings)
+        secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
+        request = PodRequest(
+            name=pod_name(spec.run_id),
+            image=spec.image,
+            gpu_type_id=gpu_type,
+            gpu_count=hw.gpu_count,
+            cloud_type=cloud,
+            container_disk_gb=hw.container_disk_gb,
+            volume_gb=0,  # nothing lives on the pod: checkpoints stream to S3
+            volume_mount_path=VOLUME_MOUNT,
+            env={**env, **{n: "***" for n in secret_names}},
+            docker_args=shlex.join(POD_COMMAND),
+            allowed_cuda_versions=cuda,
+            bid_per_gpu=price if cfg.spot else None,
+        )
+        if cfg.spot:
+            notes.append("spot: bid = on-demand price (a cap); submit lowers it to the API's spot price")
+        attempts = [{"gpu_type_id": g, "cloud_type": cloud} for g in [gpu_type, *hw.runpod_fallback_gpu_type_ids]]
+        provider_request = {
+            "api": "graphql",
+            "mutation": request.mutation,
+            "attempts": attempts,
+            "input": _display_input(request.graphql_input()),
+            "graphql": request.document(secret_names),
+            "cloud_type": cloud,
+            "gpu_type_id": gpu_type,
+            "fallback_gpu_type_ids": list(hw.runpod_fallback_gpu_type_ids),
+            "allowed_cuda_versions": cuda,
+            "cuda_floor": hw.cuda_version,
+            "spot": cfg.spot,
+            "bid_per_gpu": request.bid_per_gpu,
+            "price_per_gpu_hour": price,
+            "price_source": price_source,
+            "expected_hours": None if hours is None else round(hours, 4),
+            "max_runtime_minutes": cfg.max_runtime_minutes,
+            "max_cost_usd": cfg.max_cost_usd,
+        }
+        return LaunchPlan(
+            backend=self.name,
+            run_id=spec.run_id,
+            image=spec.image,
+            command=list(POD_COMMAND),
+            env=env,
+            secret_env=secret_names,
+            workdir=VOLUME_MOUNT,
+            gpus=hw.gpu_count,
+            provider_request=provider_request,
+            estimated_cost_usd=estimate,
+            notes=notes,
+            spec=spec,
+        )
+
+    @staticmethod
+    def _cloud_type(settings: Settings, profile: str) -> CloudType:
+        chosen = (settings.runpod_cloud_type or profile).upper()
+        if chosen not in CLOUD_TYPES:
+            raise ConfigError(
+                f"TRAINPOD_RUNPOD_CLOUD_TYPE: unknown cloud type '{settings.runpod_cloud_type}'"
+                f"{did_you_mean(chosen, CLOUD_TYPES)}",
+                f"use one of {available(CLOUD_TYPES)}",
+            )
+        return chosen  # type: ignore[return-value]
+
+    @staticmethod
+    def _estimate(cfg: TrainingConfig, price: float | None, hours: float | None, notes: list[str]) -> float | None:
+        """Price x GPUs x hours, checked against max_cost_usd (refuses when already over)."""
+        gpus = cfg.hardware.gpu_count
+        if price is None:
+            return None
+        hourly = price * gpus
+        if hours is None and cfg.max_cost_usd is not None:
+            hours = cfg.max_cost_usd / hourly
+            notes.append(f"duration capped by max_cost_usd: the watchdog stops after {hours:.2f} h")
+        if hours is None:
+            return None
+        estimate = math.ceil(hourly * hours * 100) / 100
+        notes.append(f"estimate: ${price:g}/GPU-h x {gpus} GPU x {hours:.2f} h = ${estimate:.2f}")
+        if cfg.max_cost_usd is not None and estimate > cfg.max_cost_usd:
+            raise UnsupportedError(
+                f"estimated cost ${estimate:.2f} exceeds max_cost_usd ${cfg.max_cost_usd:.2f} "
+                f"(${price:g}/GPU-h x {gpus} x {hours:.2f} h)",
+                "raise --max-cost, lower --max-runtime, or pick cheaper hardware",
+            )
+        return estimate
+
+    @staticmethod
+    def _env(spec: RunSpec, settings: Settings) -> dict[str, str]:
+        """Non-secret pod env: the RunSpec, S3 location settings, hardware env."""
+        env = dict(spec.config.hardware.env)
+        env.update({
+            "TRAINPOD_RUN_SPEC": spec.to_json(),
+            "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}",
+            "PYTHONUNBUFFERED": "1",
+        })
+        if settings.s3_endpoint_url:
+            env["TRAINPOD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+        if settings.aws_region:
+            env["AWS_REGION"] = settings.aws_region
+        if settings.aws_access_key_id:
+            env["AWS_ACCESS_KEY_ID"] = settings.aws_access_key_id
+        return env
+
+    # ------------------------------------------------------------------ not in this round
+    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+        raise UnsupportedError("RunPod submit is not implemented yet", "use --dry-run to see the exact request")
+
+    def status(self, handle: RunHandle) -> RunStatus:
+        raise UnsupportedError("RunPod status is not implemented yet")
+
+    def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
+        raise UnsupportedError("RunPod logs are not implemented yet")
+
+    def cancel(self, handle: RunHandle) -> None:
+        raise UnsupportedError("RunPod cancel is not implemented yet")
+
+
+def _display_input(data: dict[str, Any]) -> dict[str, Any]:
+    """The deploy input as JSON data (enum values as their names)."""
+    out = {}
+    for k, v in data.items():
+        out[k] = getattr(v, "value", v)
+    return out
