@@ -271,11 +271,70 @@ class RunPodAPI(Protocol):
 Transport = Callable[[str, str], dict[str, Any]]  # (document, api key) -> decoded JSON response
 
 
+class QueryFailed(Exception):
+    """RunPod answered with GraphQL ``errors``: carries the first message only, never the document."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 def sdk_transport(document: str, api_key: str) -> dict[str, Any]:
-    """POST through the runpod SDK (imported here: it takes seconds and is only needed now)."""
+    """POST through the runpod SDK (imported here: it takes seconds and is only needed now).
+
+    Its exceptions are translated at once: the SDK's ``QueryError`` holds the whole document.
+    """
+    import requests
+    from runpod import error as sdk_error
     from runpod.api.graphql import run_graphql_query
 
-    return run_graphql_query(document, api_key=api_key)
+    try:
+        return run_graphql_query(document, api_key=api_key)
+    except sdk_error.AuthenticationError:
+        raise AuthError("RunPod refused the API key", "check RUNPOD_API_KEY") from None
+    except sdk_error.QueryError as exc:
+        raise QueryFailed(str(exc.message or "")) from None
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        raise TransientAPIError(f"no answer from RunPod ({type(exc).__name__})") from None
+    except ValueError:  # requests' JSONDecodeError: an HTML 5xx page from the edge
+        raise TransientAPIError("RunPod answered with a non-JSON body (a 5xx page)") from None
+    except requests.RequestException as exc:
+        raise RunPodAPIError(f"HTTP error ({type(exc).__name__})") from None
+
+
+def urllib_transport(document: str, api_key: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The same wire format as the SDK with the standard library only: for inside the pod, where
+    the image carries no runpod SDK. Unlike the SDK it sees the HTTP status, so 5xx is certain."""
+    import urllib.error
+    import urllib.request
+
+    url = os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL).rstrip("/") + "/graphql"
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": document}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}",
+                 "User-Agent": "trainpod-podside"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise AuthError("RunPod refused the API key", "check RUNPOD_API_KEY") from None
+        if exc.code >= 500 or exc.code == 429:
+            raise TransientAPIError(f"RunPod answered HTTP {exc.code}") from None
+        body = exc.read()
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        raise TransientAPIError(f"no answer from RunPod ({type(exc).__name__})") from None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise TransientAPIError("RunPod answered with a non-JSON body") from None
+    if isinstance(payload, dict) and payload.get("errors"):
+        first = payload["errors"][0]
+        raise QueryFailed(str(first.get("message", "")) if isinstance(first, dict) else str(first))
+    return payload
 
 
 class GraphQLClient:
@@ -390,24 +449,12 @@ class GraphQLClient:
         raise AssertionError("unreachable")
 
     def _once(self, what: str, document: str) -> dict[str, Any]:
-        import requests
-        from runpod import error as sdk_error
-
         try:
             response = self._transport(document, self._key)
-        except sdk_error.AuthenticationError:
-            raise AuthError(f"{what}: RunPod refused the API key", "check RUNPOD_API_KEY") from None
-        except sdk_error.QueryError as exc:
-            # exc.query holds the whole document (env values, passwords): only the message is used.
-            raise self._classify(what, str(exc.message or "")) from None
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise TransientAPIError(
-                f"{what}: no answer from RunPod ({type(exc).__name__})", "RunPod may be degraded; retry later"
-            ) from None
-        except ValueError:  # requests' JSONDecodeError: an HTML 5xx page from the edge
-            raise TransientAPIError(f"{what}: RunPod answered with a non-JSON body (a 5xx page)") from None
-        except requests.RequestException as exc:
-            raise RunPodAPIError(f"{what}: HTTP error {self._redact(type(exc).__name__)}") from None
+        except QueryFailed as exc:
+            raise self._classify(what, exc.message) from None
+        except RunPodAPIError as exc:
+            raise type(exc)(f"{what}: {self._redact(exc.message)}", exc.hint) from None
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, dict):
             raise TransientAPIError(f"{what}: RunPod answered without data")
