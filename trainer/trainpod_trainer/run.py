@@ -1,0 +1,619 @@
+"""The trainer's one linear story: spec → data → model → resume → train → eval → outputs → DONE.
+
+Why a hand-written loop rather than ``transformers.Trainer``: the loop below is ~200 lines and does
+exactly four things the HF Trainer makes awkward: (1) packed rows with per-document position ids
+and per-document shifted targets (HF's collators pad per batch or need its own packing flags that
+differ between versions); (2) a checkpoint whose manifest is written last and which restores the
+*data position* exactly, so step k+1 after a resume equals the uninterrupted run's step k+1; (3)
+SIGTERM and memory-guard stops that always leave a complete checkpoint and exit with a named code
+(:mod:`trainpod_trainer.exitcodes`); (4) status.json / metadata.json / DONE in trainpod's layout.
+Throughput: packing removes the padding work that dominates on CPU; ``benchmarks/train_throughput.py``
+measures it against HF Trainer with per-batch padding.
+
+Distributed: under torchrun (``WORLD_SIZE`` > 1) it uses gloo on CPU and nccl on CUDA, shards the
+packed rows by rank, wraps the model in DDP, and only rank 0 writes files; every rank resumes from
+the checkpoint rank 0 picked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainpod.errors import TrainpodError
+from trainpod.manifest import atomic_write_bytes, checkpoint_name, list_checkpoints
+from trainpod.redact import RedactingFilter, redact_text
+from trainpod.spec import RunSpec, utcnow_iso
+
+from trainpod_trainer import checkpoint as ckpt
+from trainpod_trainer import exitcodes
+from trainpod_trainer.data import Batches, DataError, Position, load_split, pack, unpacked
+from trainpod_trainer.sink import Sink, sink_for
+
+log = logging.getLogger("trainpod_trainer")
+
+STATUS_FILE = "status.json"
+DONE_FILE = "DONE"
+METADATA_FILE = "metadata.json"
+SPEC_FILE = "run_spec.json"
+METRICS_FILE = "metrics.jsonl"  # under logs/: one line per optimizer step (a resumed run appends)
+
+
+class Stop(Exception):
+    """Training must stop after a checkpoint; ``code`` is the exit code, ``reason`` what to tell the user."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def pick_device(requested: str, dist: Dist) -> Any:
+    import torch
+
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainpodError("hardware.device = 'cuda' but torch sees no CUDA device",
+                                "use a cpu hardware profile, or check the driver / image CUDA version")
+        torch.cuda.set_device(dist.local_rank)
+        return torch.device("cuda", dist.local_rank)
+    if requested == "mps":
+        if not torch.backends.mps.is_available():
+            raise TrainpodError("hardware.device = 'mps' but MPS is not available", "use a cpu hardware profile")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def local_path(uri: str, env_name: str, what: str) -> Path:
+    """A local directory for a storage URI: the runtime override, or the URI itself if it is local."""
+    override = os.environ.get(env_name)
+    if override:
+        return Path(override)
+    if uri.startswith("s3://"):
+        raise TrainpodError(f"{what} {uri!r} is remote and {env_name} is not set",
+                            f"the image entrypoint pulls it into a local directory and sets {env_name}")
+    return Path(uri)
+
+
+def setup_logging(output: Path | None) -> None:
+    """Plain lines to stderr (and logs/train.log on rank 0); every handler redacts secrets."""
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if output is not None:
+        (output / "logs").mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(output / "logs" / "train.log", encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(RedactingFilter())
+        log.addHandler(h)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation noise in run logs
+    for noisy in ("transformers", "peft", "torch"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def write_status(output: Path, **fields: Any) -> None:
+    """Atomically replace status.json: any backend reads progress from it."""
+    data = {"updated": utcnow_iso(), **fields}
+    atomic_write_bytes(output / STATUS_FILE, json.dumps(data, indent=1).encode())
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+class Run:
+    """Holds the pieces the story needs; one instance per process."""
+
+    def __init__(self, spec: RunSpec, dist: Dist):
+        self.spec, self.cfg, self.dist = spec, spec.config, dist
+        self.hp = spec.config.hyperparameters
+        self.output = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output")
+        self.data_dir = local_path(spec.storage.dataset, "TRAINPOD_DATA_DIR", "storage.dataset")
+        self.checkpoints = self.output / "checkpoints"
+        self.sink: Sink = sink_for(spec.storage.output)
+        self.stop_signal: str | None = None
+        self.started = time.monotonic()
+        self.peak_mem_mb = 0.0
+        self.tb: Any = None
+
+    # ------------------------------------------------------------------ signals
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            self.stop_signal = signal.Signals(signum).name
+            log.warning("%s received: finishing the current step, then checkpointing", self.stop_signal)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # ------------------------------------------------------------------ pieces
+    def prepare_data(self, tokenizer: Any) -> tuple[Batches, list, Any]:
+        ds, seq = self.cfg.dataset, self.cfg.sequence_length
+        tpl = self.cfg.expert.prompt_template
+        train = load_split(self.data_dir / ds.train, ds.format, ds.on_bad_line, tpl, tokenizer, seq)
+        val = load_split(self.data_dir / ds.val, ds.format, ds.on_bad_line, tpl, tokenizer, seq) if ds.val else None
+        for split in (train, val):
+            if split and split.stats.skipped_bad_lines:
+                log.warning("%s: skipped %d bad line(s) (on_bad_line = skip)", split.stats.path,
+                            split.stats.skipped_bad_lines)
+        rows = pack(train.docs, seq) if self.cfg.packing else unpacked(train.docs)
+        st = train.stats
+        real = sum(len(r.ids) for r in rows)
+        log.info("data: %d train records -> %d docs -> %d rows of <= %d tokens (fill %.0f%%, %d truncated)",
+                 st.records, len(train.docs), len(rows), seq, 100 * real / (len(rows) * seq), st.truncated)
+        batches = Batches(rows, self.cfg.batch_size, self.hp.seed, tokenizer.pad_token_id,
+                          self.dist.rank, self.dist.world)
+        val_rows = pack(val.docs, seq) if val else []
+        return batches, val_rows, train.stats
+
+    def total_steps(self, batches: Batches) -> int:
+        if self.hp.max_steps:
+            return self.hp.max_steps
+        per_epoch = math.ceil(batches.batches_per_epoch / self.cfg.gradient_accumulation)
+        return max(1, math.ceil(self.hp.num_epochs * per_epoch))
+
+    def memory_check(self, device: Any) -> None:
+        """Raise :class:`Stop` when RAM % or GPU memory % is over the hardware profile's threshold."""
+        import psutil
+        import torch
+
+        hw = self.cfg.hardware
+        ram = psutil.virtual_memory().percent
+        rss_mb = psutil.Process().memory_info().rss / 2**20
+        gpu = None
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            gpu = 100.0 * (total - free) / total
+            self.peak_mem_mb = max(self.peak_mem_mb, torch.cuda.max_memory_allocated(device) / 2**20)
+        else:
+            self.peak_mem_mb = max(self.peak_mem_mb, rss_mb)
+        if ram > hw.ram_percent:
+            raise Stop(exitcodes.MEMORY, f"memory guard: RAM use {ram:.1f}% is above hardware "
+                       f"'{self.cfg.hardware_name}' ram_percent = {hw.ram_percent:g}%. {self._smaller_hint()}")
+        if gpu is not None and gpu > hw.gpu_percent:
+            raise Stop(exitcodes.MEMORY, f"memory guard: GPU memory use {gpu:.1f}% is above hardware "
+                       f"'{self.cfg.hardware_name}' gpu_percent = {hw.gpu_percent:g}%. {self._smaller_hint()}")
+
+    def _smaller_hint(self) -> str:
+        return ("Use a smaller profile: lower batch_size (raise gradient_accumulation to keep the effective "
+                "batch), lower sequence_length, enable gradient_checkpointing, or pick a *-resource-efficient "
+                "hardware profile.")
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, model: Any, rows: list, device: Any, amp: Any) -> float | None:
+        import torch
+
+        if not rows:
+            return None
+        from trainpod_trainer.data import collate
+
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(rows), self.cfg.batch_size):
+                b = collate(rows[i : i + self.cfg.batch_size], 0)
+                s, n = loss_sum(model, b, device, amp)
+                total, count = total + s.item(), count + n
+        model.train()
+        return total / max(count, 1)
+
+    # ------------------------------------------------------------------ outputs
+    def metadata(self, state: ckpt.TrainerState, stats: Any, tokens_per_s: float) -> dict[str, Any]:
+        cfg, spec = self.cfg, self.spec
+        dur = state.elapsed_s
+        return {
+            "run_id": spec.run_id,
+            "preset": cfg.preset,
+            "image": spec.image,
+            "trainpod_version": spec.trainpod_version,
+            "expert": cfg.expert_name,
+            "model": {
+                "base": cfg.expert.base_model,
+                "finetune": cfg.finetune,
+                "lora_rank": cfg.lora.r if cfg.finetune == "lora" else None,
+                "lora_alpha": cfg.lora.lora_alpha if cfg.finetune == "lora" else None,
+            },
+            "training": {
+                "dataset": cfg.dataset_name,
+                "num_samples": stats.records,
+                "num_epochs": cfg.hyperparameters.num_epochs,
+                "steps": state.step,
+                "batch_size": cfg.batch_size,
+                "gradient_accumulation": cfg.gradient_accumulation,
+                "learning_rate": cfg.hyperparameters.learning_rate,
+                "sequence_length": cfg.sequence_length,
+                "duration_seconds": round(dur, 3),
+                "duration_minutes": round(dur / 60, 3),
+            },
+            "hardware": {
+                "name": cfg.hardware_name,
+                "device": cfg.hardware.device,
+                "fp16": cfg.precision == "fp16",
+                "bf16": cfg.precision == "bf16",
+            },
+            "metadata": {"created": utcnow_iso(), "git_commit": spec.git_commit},
+            "final_train_loss": state.losses[-1][1] if state.losses else None,
+            "final_val_loss": state.last_val_loss,
+            "best_val_loss": state.best_val_loss,
+            "best_step": state.best_step,
+            "tokens_per_second": round(tokens_per_s, 1),
+            "peak_memory_mb": round(self.peak_mem_mb, 1),
+            "dataset_manifest_sha256": spec.dataset_manifest_sha256,
+        }
+
+
+def loss_sum(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> tuple[Any, int]:
+    """Sum of per-token cross-entropy over the batch's targets, and the number of targets.
+
+    Targets are already shifted per document (see :mod:`trainpod_trainer.data`), so the logits at
+    position i are compared with ``targets[i]`` directly; the loss is computed in fp32.
+    """
+    import torch
+
+    ids = batch["input_ids"].to(device, non_blocking=True)
+    pos = batch["position_ids"].to(device, non_blocking=True)
+    targets = batch["targets"].to(device, non_blocking=True)
+    with amp():
+        logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+    n = int((targets != -100).sum())
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                             ignore_index=-100, reduction="sum")
+    return loss, n
+
+
+def make_scheduler(optimizer: Any, kind: str, warmup: int, total: int) -> Any:
+    from transformers import get_scheduler
+
+    return get_scheduler(kind, optimizer, num_warmup_steps=min(warmup, total), num_training_steps=total)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def train(spec: RunSpec) -> int:
+    """Run the whole story for ``spec``; returns an exit code from :mod:`exitcodes`."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    from trainpod_trainer.model import load_model, load_tokenizer, save_weights
+
+    dist = Dist.from_env()
+    run = Run(spec, dist)
+    out = run.output
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out if dist.main else None)
+    if (out / DONE_FILE).exists():
+        log.info("%s exists: run %s already finished, nothing to do", out / DONE_FILE, spec.run_id)
+        return exitcodes.OK
+    run.install_signal_handlers()
+    cfg, hp = run.cfg, run.hp
+    if dist.main:
+        spec.write(out / SPEC_FILE)  # makes the output self-describing (for `trainpod evaluate`)
+
+    device = pick_device(cfg.hardware.device, dist)
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    import random
+
+    random.seed(hp.seed)
+    np.random.seed(hp.seed)
+    torch.manual_seed(hp.seed)
+
+    log.info("run %s: preset %s, expert %s (%s), hardware %s (%s, %s), %s, world size %d",
+             spec.run_id, cfg.preset, cfg.expert_name, cfg.expert.base_model, cfg.hardware_name,
+             device, cfg.precision, cfg.finetune, dist.world)
+    tokenizer = load_tokenizer(cfg.expert.base_model)
+    batches, val_rows, stats = run.prepare_data(tokenizer)
+    model = load_model(cfg, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_train = sum(p.numel() for p in params)
+    n_total = sum(p.numel() for p in model.parameters())
+    log.info("model: %s parameters, %s trainable (%.2f%%)", f"{n_total:,}", f"{n_train:,}", 100 * n_train / n_total)
+    total = run.total_steps(batches)
+    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    scheduler = make_scheduler(optimizer, hp.lr_scheduler, hp.warmup_steps, total)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+
+    def amp() -> Any:
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype)
+
+    # ---------------------------------------------------------------- resume
+    state = ckpt.TrainerState()
+    resume_from = ckpt.find_resume(run.checkpoints) if spec.resume else None
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        box = [str(resume_from) if resume_from else None]
+        tdist.broadcast_object_list(box, src=0)
+        resume_from = Path(box[0]) if box[0] else None
+    if resume_from is not None:
+        state = ckpt.load(resume_from, model, optimizer, scheduler, scaler)
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", resume_from, state.step, state.epoch, state.batch)
+    elif dist.main and list_checkpoints(run.checkpoints):
+        log.warning("%s has no complete checkpoint (manifests missing or invalid): starting from step 0",
+                    run.checkpoints)
+
+    train_model = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if dist.main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            run.tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
+        except ImportError:  # tensorboard is optional at runtime
+            log.warning("tensorboard is not installed: no event files")
+
+    # ---------------------------------------------------------------- train
+    stream = batches.iterate(Position(state.epoch, state.batch))
+    ga = cfg.gradient_accumulation
+    is_tty = sys.stderr.isatty() and dist.main
+    window_tokens, window_start = 0, time.monotonic()
+    tokens_per_s = 0.0
+    session_tokens, session_start = 0, time.monotonic()
+    elapsed_base = state.elapsed_s
+    code, reason = exitcodes.OK, "finished"
+    rng_before = ckpt.rng_state()
+    pos_before = Position(state.epoch, state.batch)
+    rolled_back = False  # an OOM mid-step: the state to save is the one before that step
+
+    def save_checkpoint(st: ckpt.TrainerState, rng: dict[str, Any]) -> None:
+        if dist.main:
+            path = ckpt.save(run.checkpoints / checkpoint_name(st.step), model, optimizer, scheduler, st, rng, scaler)
+            removed = ckpt.prune(run.checkpoints, hp.keep_checkpoints)
+            log.info("checkpoint %s written%s", path.name,
+                     f" (removed {', '.join(p.name for p in removed)})" if removed else "")
+            run.sink.on_checkpoint(path)
+        if dist.world > 1:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
+    if dist.main:
+        write_status(out, state="running", step=state.step, max_steps=total, loss=None, run_id=spec.run_id)
+    log.info("training: %d steps (batch %d x accumulation %d x world %d), lr %g %s, warmup %d",
+             total, cfg.batch_size, ga, dist.world, hp.learning_rate, hp.lr_scheduler, hp.warmup_steps)
+    train_model.train()
+    try:
+        while state.step < total:
+            rng_before, pos_before = ckpt.rng_state(), Position(state.epoch, state.batch)
+            micro = []
+            for _ in range(ga):
+                pos, b = next(stream)
+                micro.append(b)
+            n_targets = sum(int((b["targets"] != -100).sum()) for b in micro)
+            step_loss = 0.0
+            try:
+                for i, b in enumerate(micro):
+                    sync = contextlib.nullcontext() if (dist.world == 1 or i == ga - 1) else train_model.no_sync()
+                    with sync:
+                        s, _ = loss_sum(train_model, b, device, amp)
+                        loss = s / max(n_targets, 1)
+                        (scaler.scale(loss) if scaler else loss).backward()
+                    step_loss += loss.item()
+                if scaler:
+                    scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm))
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                state.epoch, state.batch = pos_before.epoch, pos_before.batch
+                rolled_back = True
+                raise Stop(exitcodes.MEMORY, f"out of memory on {device} at step {state.step + 1}. "
+                           f"{run._smaller_hint()}") from None
+            state.step += 1
+            state.epoch, state.batch = pos.epoch, pos.batch
+            real = sum(b["real_tokens"] for b in micro) * dist.world
+            state.tokens_seen += real
+            window_tokens += real
+            session_tokens += real
+            state.losses.append((state.step, step_loss))
+            state.elapsed_s = elapsed_base + time.monotonic() - session_start
+            lr = scheduler.get_last_lr()[0]
+
+            if state.step % hp.logging_steps == 0 or state.step == total:
+                now = time.monotonic()
+                tokens_per_s = window_tokens / max(now - window_start, 1e-9)
+                window_tokens, window_start = 0, now
+                if dist.main:
+                    if is_tty:
+                        sys.stderr.write("\r\033[K")
+                    log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f mem %.0f MB",
+                             state.step, total, step_loss, lr, grad_norm, tokens_per_s, run.peak_mem_mb)
+                    write_status(out, state="running", step=state.step, max_steps=total, loss=step_loss,
+                                 lr=lr, tokens_per_s=round(tokens_per_s, 1), epoch=state.epoch, run_id=spec.run_id)
+            elif is_tty:
+                sys.stderr.write(f"\r\033[Kstep {state.step}/{total} loss {step_loss:.4f}")
+                sys.stderr.flush()
+            if dist.main:
+                with (out / "logs" / METRICS_FILE).open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"step": state.step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
+                                         "tokens": real, "pid": os.getpid()}) + "\n")
+            if run.tb is not None:
+                run.tb.add_scalar("train/loss", step_loss, state.step)
+                run.tb.add_scalar("train/lr", lr, state.step)
+                run.tb.add_scalar("train/grad_norm", grad_norm, state.step)
+                run.tb.add_scalar("train/tokens_per_s", tokens_per_s, state.step)
+                run.tb.add_scalar("train/peak_memory_mb", run.peak_mem_mb, state.step)
+
+            stop_early = False
+            if val_rows and (state.step % hp.eval_steps == 0 or state.step == total):
+                val = run.evaluate(model, val_rows, device, amp)
+                state.last_val_loss = val
+                improved = state.best_val_loss is None or val < state.best_val_loss
+                if improved:
+                    state.best_val_loss, state.best_step, state.evals_without_improvement = val, state.step, 0
+                    if dist.main:
+                        ckpt.save_best(out, model, tokenizer, state.step, val)
+                else:
+                    state.evals_without_improvement += 1
+                log.info("eval step %d: val loss %.4f (best %.4f at step %d)", state.step, val,
+                         state.best_val_loss, state.best_step)
+                if run.tb is not None:
+                    run.tb.add_scalar("eval/loss", val, state.step)
+                patience = hp.early_stopping_patience
+                stop_early = bool(patience and state.evals_without_improvement >= patience)
+                if stop_early:
+                    log.info("early stopping: no val improvement in %d evaluations", patience)
+
+            rng_after = ckpt.rng_state()
+            if state.step % hp.save_steps == 0 and state.step < total and not stop_early:
+                save_checkpoint(state, rng_after)
+            run.memory_check(device)
+            if _any_rank(run.stop_signal is not None, dist):
+                raise Stop(exitcodes.STOPPED, f"stopped by {run.stop_signal or 'signal'} at step {state.step}")
+            if stop_early:
+                break
+    except Stop as stop:
+        code, reason = stop.code, stop.reason
+        rng = rng_before if rolled_back else ckpt.rng_state()
+        if state.step > 0 and not (run.checkpoints / checkpoint_name(state.step) / "manifest.json").exists():
+            save_checkpoint(state, rng)
+        if dist.main:
+            where = f"complete checkpoint at step {state.step}" if state.step else "no checkpoint (step 0)"
+            log.error("%s; %s; resume with `trainpod launch %s --resume %s`", reason, where, cfg.preset, spec.run_id)
+            write_status(out, state="stopped", step=state.step, max_steps=total, exit_code=code,
+                         reason=redact_text(reason), run_id=spec.run_id)
+        _close(run)
+        return code
+
+    # ---------------------------------------------------------------- final outputs
+    tokens_per_s = session_tokens / max(time.monotonic() - session_start, 1e-9)
+    if dist.main:
+        if val_rows and state.last_val_loss is None:
+            state.last_val_loss = run.evaluate(model, val_rows, device, amp)
+        save_weights(model, out)
+        tokenizer.save_pretrained(str(out))
+        meta = run.metadata(state, stats, tokens_per_s)
+        atomic_write_bytes(out / METADATA_FILE, json.dumps(meta, indent=2).encode())
+        write_status(out, state="succeeded", step=state.step, max_steps=total,
+                     loss=state.losses[-1][1] if state.losses else None, val_loss=state.last_val_loss,
+                     exit_code=exitcodes.OK, run_id=spec.run_id)
+        atomic_write_bytes(out / DONE_FILE, json.dumps({"run_id": spec.run_id, "step": state.step,
+                                                        "finished": utcnow_iso()}).encode())
+        log.info("done: %d steps in %.1fs, %.0f tokens/s, final val loss %s, outputs in %s", state.step,
+                 state.elapsed_s, tokens_per_s, f"{state.last_val_loss:.4f}" if state.last_val_loss else "n/a", out)
+        run.sink.on_finish(out)
+    _close(run)
+    return exitcodes.OK
+
+
+def _any_rank(flag: bool, dist: Dist) -> bool:
+    """True if the flag is set on any rank, so all ranks stop at the same step."""
+    if dist.world == 1:
+        return flag
+    import torch
+    import torch.distributed as tdist
+
+    t = torch.tensor([1 if flag else 0])
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _close(run: Run) -> None:
+    if run.tb is not None:
+        run.tb.close()
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trainpod_trainer",
+                                 description="Run one training job from a RunSpec.")
+    ap.add_argument("--spec", help="RunSpec JSON file (default: $TRAINPOD_RUN_SPEC)")
+    args = ap.parse_args(argv)
+    try:
+        spec = RunSpec.load(args.spec)
+    except TrainpodError as exc:
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    try:
+        return train(spec)
+    except (TrainpodError, DataError) as exc:
+        return _fail(spec, exitcodes.BAD_INPUT, redact_text(str(exc)))
+    except Exception as exc:  # a crash: log it (redacted) where backends look, with a distinct code
+        import traceback
+
+        tb = redact_text("".join(traceback.format_exception(exc)))
+        return _fail(spec, exitcodes.FAILED, f"trainer crashed: {redact_text(str(exc))}\n{tb}")
+
+
+def _fail(spec: RunSpec, code: int, message: str) -> int:
+    if log.handlers:
+        log.error("%s", message)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    if int(os.environ.get("RANK", 0)) == 0:
+        try:
+            out = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output")
+            if out.is_dir():
+                write_status(out, state="failed", exit_code=code, reason=message.splitlines()[0],
+                             run_id=spec.run_id)
+        except (TrainpodError, OSError):
+            pass
+    return code
