@@ -1,0 +1,226 @@
+"""``--remote local``: the trainer as a subprocess of this machine.
+
+plan() is pure: it builds the trainer's command line (``python -m trainpod_trainer`` or torchrun, via
+:func:`trainpod.launchcmd.trainer_command`) with the spec file under the run's output directory, and
+imports nothing heavy. submit() writes the spec atomically and starts the trainer in its own
+session (so cancel() can signal the whole process group, torchrun workers included) with stdout and
+stderr in ``logs/launcher.log``. status() reads pid liveness, ``status.json`` and ``DONE``, which the
+trainer writes; logs() tails ``logs/train.log`` (or ``launcher.log`` until that exists).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
+from trainpod.errors import UnsupportedError
+from trainpod.launchcmd import trainer_command
+from trainpod.runs import RunRegistry
+from trainpod.settings import Settings
+from trainpod.spec import RunSpec, utcnow_iso
+
+SPEC_NAME = "run_spec.launch.json"
+# exit codes of trainpod_trainer.exitcodes, repeated here so the CLI never imports the trainer
+_STOPPED, _MEMORY, _BAD_INPUT = 3, 4, 2
+# processes started by this process: their real exit code is known without guessing
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class LocalBackend:
+    name = "local"
+
+    def unsupported(self, spec: RunSpec) -> list[str]:
+        reasons = []
+        if spec.storage.output.startswith("s3://"):
+            reasons.append("--remote local writes to a local directory; unset TRAINPOD_STORAGE_URI "
+                           "or use --remote docker/runpod for S3 outputs")
+        if spec.storage.dataset.startswith("s3://"):
+            reasons.append(f"dataset '{spec.config.dataset_name}' is in S3 ({spec.storage.dataset}); "
+                           "pull it with `trainpod data pull` and point the dataset table at the local copy")
+        if spec.launch.nnodes > 1:
+            reasons.append("--remote local runs on one node; nnodes > 1 needs --remote runpod")
+        return reasons
+
+    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+        reasons = self.unsupported(spec)
+        if reasons:
+            raise UnsupportedError("; ".join(reasons))
+        spec_path = str(Path(spec.storage.output) / SPEC_NAME)
+        argv, env = trainer_command(spec, spec_path=spec_path, python=sys.executable)
+        secret_env = ["HF_TOKEN"] if settings.hf_token is not None else []
+        if settings.wandb_api_key is not None:
+            secret_env.append("WANDB_API_KEY")
+        return LaunchPlan(
+            backend=self.name, run_id=spec.run_id, command=argv, env=env, secret_env=secret_env,
+            workdir=spec.storage.output, spec=spec,
+            notes=[f"outputs, checkpoints and logs under {spec.storage.output}"],
+        )
+
+    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+        spec = plan.spec
+        out = Path(spec.storage.output)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        spec.write(out / SPEC_NAME)
+        env = {**os.environ, **plan.env}
+        secrets = settings.secrets()
+        for name in plan.secret_env:
+            value = secrets.get(name.lower())
+            if value:
+                env[name] = value
+        # a resumed run must not report the previous attempt's status.json as its own
+        (out / "status.json").unlink(missing_ok=True)
+        with open(out / "logs" / "launcher.log", "ab") as log:
+            proc = subprocess.Popen(plan.command, cwd=out, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        _children[proc.pid] = proc
+        handle = RunHandle(run_id=spec.run_id, backend=self.name, preset=spec.config.preset,
+                           provider_id=str(proc.pid), output=str(out), created=utcnow_iso(),
+                           extra={"started": time.time(), "command": plan.command,
+                                  "stop_grace_seconds": spec.stop_grace_seconds})
+        RunRegistry(settings.state_path).save(handle)
+        return handle
+
+    # ------------------------------------------------------------------ observe
+    def _exit_code(self, handle: RunHandle) -> int | None:
+        pid = int(handle.provider_id or 0)
+        child = _children.get(pid)
+        if child is not None:
+            code = child.poll()
+            # killed by a signal: report it the way a shell does (128 + signal number)
+            return None if code is None else (128 - code if code < 0 else code)
+        status = _read_json(Path(handle.output) / "status.json") or {}
+        code = status.get("exit_code")
+        return code if isinstance(code, int) else None
+
+    def status(self, handle: RunHandle) -> RunStatus:
+        out = Path(handle.output)
+        pid = int(handle.provider_id or 0)
+        alive = bool(pid) and _alive(pid)
+        st = _read_json(out / "status.json") or {}
+        step, loss = st.get("step"), st.get("loss")
+        elapsed = time.time() - float(handle.extra.get("started", time.time()))
+        common = {"step": step, "loss": loss, "elapsed_s": round(elapsed, 1)}
+        if alive:
+            return RunStatus(state="running" if st else "pending", detail=f"pid {pid}", **common)
+        code = self._exit_code(handle)
+        if (out / "DONE").exists() and code in (0, None):
+            return RunStatus(state="succeeded", exit_code=0, detail="DONE", **common)
+        if handle.extra.get("cancelled"):
+            return RunStatus(state="cancelled", exit_code=code, detail=st.get("reason", "cancelled"), **common)
+        if code == _STOPPED:
+            return RunStatus(state="preempted", exit_code=code, detail=st.get("reason", "stopped"), **common)
+        detail = st.get("reason") or (f"exit code {code}" if code is not None else "process gone, no DONE")
+        return RunStatus(state="failed", exit_code=code if code is not None else 1, detail=detail, **common)
+
+    def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
+        """Lines of logs/train.log (the launcher log until the trainer has opened it); with ``follow``,
+        keep tailing until the process has exited and the file is drained."""
+        out = Path(handle.output) / "logs"
+        pid = int(handle.provider_id or 0)
+        launcher, train = out / "launcher.log", out / "train.log"
+        path = train if train.exists() else launcher
+        pos, buf = 0, b""
+        draining = False  # the process has exited: read what is left, then stop
+        while True:
+            if path == launcher and train.exists():
+                # the trainer's own log starts here; the launcher log so far held only import noise
+                path, pos, buf = train, 0, b""
+            chunk = b""
+            if path.exists():
+                with path.open("rb") as fh:
+                    fh.seek(pos)
+                    chunk = fh.read()
+                    pos = fh.tell()
+            if chunk:
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+                continue
+            if not follow or draining:
+                if follow and path == train:
+                    yield from self._launcher_errors(launcher)
+                if buf:
+                    yield buf.decode("utf-8", "replace")
+                return
+            if not (pid and _alive(pid)):
+                draining = True
+                continue
+            time.sleep(0.2)
+
+    @staticmethod
+    def _record_cancel(handle: RunHandle) -> None:
+        """Persist the cancellation so a later ``status`` says cancelled, not preempted."""
+        from trainpod.errors import TrainpodError
+        from trainpod.settings import load_settings
+
+        # a handle that is not in this registry (built by hand) keeps only the in-memory flag
+        with contextlib.suppress(TrainpodError):
+            RunRegistry(load_settings().state_path).update(handle.run_id, cancelled=True)
+
+    @staticmethod
+    def _launcher_errors(launcher: Path) -> Iterator[str]:
+        """A crash before logging was set up (an import error) is only in launcher.log: surface it."""
+        try:
+            text = launcher.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        if "Traceback (most recent call last)" in text:
+            yield "---- launcher.log (process output outside train.log) ----"
+            yield from text[text.rindex("Traceback (most recent call last)"):].splitlines()
+
+    def cancel(self, handle: RunHandle) -> None:
+        """SIGTERM the process group (the trainer checkpoints), SIGKILL after the grace period."""
+        pid = int(handle.provider_id or 0)
+        if not pid or not _alive(pid):
+            return
+        handle.extra["cancelled"] = True
+        self._record_cancel(handle)
+        grace = float(handle.extra.get("stop_grace_seconds", 60.0))
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        child = _children.get(pid)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
