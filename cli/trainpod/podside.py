@@ -1,0 +1,270 @@
+"""The pod-side supervisor: ``python -m trainpod.podside [--spec FILE] -- CMD...``.
+
+It is PID 1 of a RunPod pod (the pod's command), so that the pod ends and stops billing whatever
+happens on the laptop (PEERS.md complaints 1, 2 and 10):
+
+1. **DONE marker.** RunPod restarts a container whose command exits. If the run's DONE marker is
+   already in its output location, nothing is trained again; the pod terminates itself.
+2. **Restart guard.** Before terminating, the supervisor records ``POD_EXIT`` (pod id, exit code,
+   reason) next to DONE. A restarted container of the *same* pod finds it and terminates instead of
+   training again (a failed run would otherwise loop and bill forever); a new pod (spot relaunch,
+   ``--resume``) has another id and trains, resuming from the latest complete checkpoint.
+3. **Watchdog.** ``max_runtime_minutes`` and ``max_cost_usd`` from the RunSpec (cost over the pod's
+   ``costPerHr`` from the API, else the profile price) give a deadline; at the deadline the child
+   gets SIGTERM (the trainer checkpoints and exits), then SIGKILL after ``stop_grace_seconds``.
+4. **Signals.** SIGTERM/SIGINT to the supervisor are forwarded to the child.
+5. **Self-terminate.** When the child exits (any code), the pod is terminated through the API with
+   ``RUNPOD_POD_ID`` and the pod-scoped ``RUNPOD_API_KEY`` RunPod injects. Without them (a local or
+   docker run) the supervisor just exits with the child's code.
+
+Only the standard library, our API client (with its stdlib transport: the image has no runpod SDK)
+and :mod:`trainpod.storage` (exists/read/write for local paths and ``s3://``) are used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
+from trainpod.errors import TrainpodError
+from trainpod.redact import install_log_redaction
+from trainpod.spec import RunSpec, utcnow_iso
+
+log = logging.getLogger("trainpod.podside")
+
+EXIT_MARKER = "POD_EXIT"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Storage(Protocol):
+    """The three storage calls the supervisor makes (trainpod.storage in production)."""
+
+    def exists(self, uri: str) -> bool: ...
+
+    def read_bytes(self, uri: str) -> bytes | None: ...
+
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+
+
+class TrainpodStorage:
+    """:class:`Storage` over :mod:`trainpod.storage` (imported lazily: boto3 only for s3://)."""
+
+    def exists(self, uri: str) -> bool:
+        from trainpod import storage
+
+        return storage.exists(uri)
+
+    def read_bytes(self, uri: str) -> bytes | None:
+        from trainpod import storage
+
+        return storage.read_bytes(uri)
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        from trainpod import storage
+
+        storage.write_bytes(uri, data)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    seconds: float | None
+    reason: str
+
+
+def deadline_for(spec: RunSpec, cost_per_hr: float | None) -> Deadline:
+    """The earliest of the run's limits, in seconds from the child's start."""
+    cfg = spec.config
+    limits: list[tuple[float, str]] = []
+    if cfg.max_runtime_minutes is not None:
+        limits.append((cfg.max_runtime_minutes * 60, f"max_runtime_minutes={cfg.max_runtime_minutes:g}"))
+    if cfg.max_cost_usd is not None and cost_per_hr:
+        limits.append((cfg.max_cost_usd / cost_per_hr * 3600,
+                       f"max_cost_usd={cfg.max_cost_usd:g} at ${cost_per_hr:g}/h"))
+    if not limits:
+        return Deadline(None, "no limit")
+    return Deadline(*min(limits))
+
+
+class Supervisor:
+    def __init__(
+        self,
+        spec: RunSpec,
+        command: Sequence[str],
+        *,
+        api: RunPodAPI | None,
+        pod_id: str | None,
+        storage: Storage,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not command:
+            raise TrainpodError("podside: no command to supervise", "usage: python -m trainpod.podside -- CMD...")
+        self.spec = spec
+        self.command = list(command)
+        self.api = api
+        self.pod_id = pod_id
+        self.storage = storage
+        self.clock = clock
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stop_reason: str | None = None
+
+    @property
+    def exit_marker(self) -> str:
+        return self.spec.storage.output.rstrip("/") + "/" + EXIT_MARKER
+
+    # ------------------------------------------------------------------ the story
+    def run(self) -> int:
+        if self.storage.exists(self.spec.storage.done_marker):
+            log.info("run %s is already done (%s): not training again", self.spec.run_id, self.spec.storage.done_marker)
+            self.terminate_pod("run already done")
+            return 0
+        previous = self._previous_exit()
+        if previous is not None:
+            code = int(previous.get("exit_code", 1))
+            log.warning("this pod already ran run %s (exit %s, %s): the container was restarted; not training again",
+                        self.spec.run_id, code, previous.get("reason"))
+            self.terminate_pod("container restarted after the run ended")
+            return code
+        deadline = deadline_for(self.spec, self._cost_per_hr())
+        log.info("starting %s (watchdog: %s)", self.command[0], deadline.reason if deadline.seconds else "off")
+        code = self._supervise(deadline)
+        reason = self.stop_reason or ("finished" if code == 0 else f"child exited with {code}")
+        self._record_exit(code, reason)
+        self.terminate_pod(reason)
+        return code
+
+    def _supervise(self, deadline: Deadline) -> int:
+        previous = {sig: signal.signal(sig, self._forward) for sig in STOP_SIGNALS}
+        try:
+            self.child = subprocess.Popen(self.command)
+            started = self.clock()
+            while True:
+                timeout = 1.0
+                if deadline.seconds is not None:
+                    left = deadline.seconds - (self.clock() - started)
+                    if left <= 0:
+                        self.stop_reason = f"watchdog: {deadline.reason} reached"
+                        log.warning("%s: stopping the run (SIGTERM, checkpoint, exit)", self.stop_reason)
+                        return self._stop_child()
+                    timeout = min(timeout, left)
+                try:
+                    return _exit_code(self.child.wait(timeout=timeout))
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _forward(self, signum: int, _frame: Any) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = f"received {signal.Signals(signum).name}"
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+    def _stop_child(self) -> int:
+        assert self.child is not None
+        self.child.send_signal(signal.SIGTERM)
+        try:
+            return _exit_code(self.child.wait(timeout=self.spec.stop_grace_seconds))
+        except subprocess.TimeoutExpired:
+            log.error("the child did not stop within %gs: killing it", self.spec.stop_grace_seconds)
+            self.child.kill()
+            return _exit_code(self.child.wait())
+
+    # ------------------------------------------------------------------ markers, price, teardown
+    def _previous_exit(self) -> dict[str, Any] | None:
+        if not self.pod_id:
+            return None
+        try:
+            raw = self.storage.read_bytes(self.exit_marker)
+        except TrainpodError as exc:
+            log.warning("cannot read %s (%s): assuming a first start", self.exit_marker, exc.message)
+            return None
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) and data.get("pod_id") == self.pod_id else None
+
+    def _record_exit(self, code: int, reason: str) -> None:
+        body = {"pod_id": self.pod_id, "run_id": self.spec.run_id, "exit_code": code, "reason": reason,
+                "finished": utcnow_iso()}
+        try:
+            self.storage.write_bytes(self.exit_marker, json.dumps(body).encode())
+        except TrainpodError as exc:  # teardown must go on: the pod bills until terminated
+            log.error("cannot write %s: %s", self.exit_marker, exc.message)
+
+    def _cost_per_hr(self) -> float | None:
+        """What this pod costs: the API's costPerHr, else the profile price x GPUs."""
+        if self.api is not None and self.pod_id:
+            try:
+                pod = self.api.pod(self.pod_id)
+            except RunPodAPIError as exc:
+                log.warning("cannot read this pod's price from the API (%s); using the profile price", exc.message)
+            else:
+                if pod is not None and pod.cost_per_hr:
+                    return pod.cost_per_hr
+        hw = self.spec.config.hardware
+        return hw.price_per_gpu_hour * max(1, hw.gpu_count) if hw.price_per_gpu_hour else None
+
+    def terminate_pod(self, reason: str) -> None:
+        if not self.pod_id or self.api is None:
+            log.info("not on RunPod (no RUNPOD_POD_ID / RUNPOD_API_KEY): %s; exiting", reason)
+            return
+        log.info("terminating pod %s: %s", self.pod_id, reason)
+        try:
+            self.api.terminate(self.pod_id)
+        except RunPodAPIError as exc:
+            log.error("could not terminate pod %s: %s — `trainpod runs sweep` will find it", self.pod_id, exc.message)
+
+
+def _exit_code(returncode: int) -> int:
+    """Popen's -N (killed by signal N) becomes the shell's 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    spec_path = None
+    if "--" not in args:
+        print("usage: python -m trainpod.podside [--spec FILE] -- CMD...", file=sys.stderr)
+        return 2
+    split = args.index("--")
+    head, command = args[:split], args[split + 1:]
+    if head[:1] == ["--spec"] and len(head) == 2:
+        spec_path = head[1]
+    elif head:
+        print(f"podside: unexpected arguments {head}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [podside] %(levelname)s %(message)s")
+    install_log_redaction()
+    pod_id = os.environ.get("RUNPOD_POD_ID") or None
+    key = os.environ.get("RUNPOD_API_KEY")
+    api = GraphQLClient(key, transport=urllib_transport, retries=6, backoff_s=2.0) if (pod_id and key) else None
+    try:
+        spec = RunSpec.load(spec_path)
+        return Supervisor(spec, command, api=api, pod_id=pod_id, storage=TrainpodStorage()).run()
+    except TrainpodError as exc:
+        # A bad spec or unreachable storage fails the same way on every restart: end the pod now
+        # rather than let RunPod restart the container in a loop that bills.
+        log.error("%s", exc)
+        if api is not None and pod_id:
+            log.info("terminating pod %s: the supervisor cannot run", pod_id)
+            try:
+                api.terminate(pod_id)
+            except RunPodAPIError as term_exc:
+                log.error("could not terminate pod %s: %s", pod_id, term_exc.message)
+        return 2
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The pod-side supervisor against the loopback fake RunPod API, with real child processes.
+
+The end-to-end cases let the fake "run" each pod as a local process (ProcessRunner): the pod's
+command is ``python -m trainpod.podside -- CMD``, it gets RunPod's injected RUNPOD_POD_ID and a
+pod-scoped RUNPOD_API_KEY, and the fake restarts the container when it exits, as RunPod does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from trainpod import podside
+from trainpod.backends.runpod_api import GraphQLClient, PodRequest, urllib_transport
+from trainpod.config.loader import load_catalog
+from trainpod.spec import RunSpec, StorageURIs
+
+from tests.fakes.runpod_api import ProcessRunner
+
+pytestmark = pytest.mark.runpod
+
+GPU = "NVIDIA GeForce RTX 4090"
+
+
+def _spec(out: Path, grace: float = 5.0, **overrides) -> RunSpec:
+    cfg = load_catalog(use_cwd=False).resolve("smoke", overrides)
+    return RunSpec(run_id="podside-test-run", created="2026-01-01T00:00:00+00:00", remote="runpod", config=cfg,
+                   image="img:test", storage=StorageURIs(dataset=cfg.dataset.path, output=str(out)),
+                   stop_grace_seconds=grace)
+
+
+def _child(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def _deploy_process_pod(fake, client, spec: RunSpec, child: list[str]) -> str:
+    fake.runner = ProcessRunner()
+    cmd = [sys.executable, "-m", "trainpod.podside", "--", *child]
+    pod = client.deploy(PodRequest(name="trainpod-podside-a0", image="img:test", gpu_type_id=GPU,
+                                   docker_args=shlex.join(cmd), env={"TRAINPOD_RUN_SPEC": spec.to_json()}))
+    return pod.id
+
+
+def _terminated(fake, pod_id: str):
+    return lambda: (fake.refresh(), fake.pods[pod_id].status == "TERMINATED")[1]
+
+
+@pytest.fixture
+def client(fake_runpod):
+    return GraphQLClient(fake_runpod.api_key, retries=2, backoff_s=0.01, transport=urllib_transport)
+
+
+def test_pod_trains_then_terminates_itself(fake_runpod, client, tmp_path):
+    out = tmp_path / "out"
+    spec = _spec(out, max_runtime_minutes=5)
+    child = _child(f"import pathlib; p = pathlib.Path({str(out)!r}); p.mkdir(parents=True, exist_ok=True); "
+                   "(p / 'DONE').write_text('{}')")
+    pod_id = _deploy_process_pod(fake_runpod, client, spec, child)
+    _wait_for(_terminated(fake_runpod, pod_id))
+    marker = json.loads((out / "POD_EXIT").read_text())
+    assert marker["pod_id"] == pod_id and marker["exit_code"] == 0 and marker["reason"] == "finished"
+    assert fake_runpod.pods[pod_id].restarts == 0
+
+
+def test_done_marker_means_no_training_again(fake_runpod, client, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "DONE").write_text("{}")
+    spec = _spec(out, max_runtime_minutes=5)
+    pod_id = _deploy_process_pod(fake_runpod, client, spec, _child(f"open({str(out / 'trained')!r}, 'w')"))
+    _wait_for(_terminated(fake_runpod, pod_id))
+    assert not (out / "trained").exists()
+
+
+def test_restarted_container_of_a_failed_run_does_not_train_again(fake_runpod, client, tmp_path):
+    out = tmp_path / "out"
+    spec = _spec(out, max_runtime_minutes=5)
+    # the first self-terminate is refused, so the process exits and the fake restarts the container
+    fake_runpod.inject("error", op="podTerminate", message="Forbidden")
+    runs = tmp_path / "runs.txt"
+    pod_id = _deploy_process_pod(fake_runpod, client, spec,
+                                 _child(f"open({str(runs)!r}, 'a').write('ran\\n'); raise SystemExit(1)"))
+    _wait_for(_terminated(fake_runpod, pod_id))
+    assert runs.read_text() == "ran\n"  # trained once, not once per restart
+    assert fake_runpod.pods[pod_id].restarts == 1
+    assert json.loads((out / "POD_EXIT").read_text())["exit_code"] == 1
+
+
+def _idle_pod(fake, client) -> tuple[str, GraphQLClient]:
+    pod = client.deploy(PodRequest(name="trainpod-watchdog-a0", image="img:test", gpu_type_id=GPU,
+                                   cloud_type="COMMUNITY"))
+    scoped = GraphQLClient(fake.pods[pod.id].api_key, retries=2, backoff_s=0.01, transport=urllib_transport)
+    return pod.id, scoped
+
+
+TRAP = ("import pathlib, signal, sys, time\n"
+        "out = pathlib.Path({out!r})\n"
+        "def stop(*_):\n"
+        "    (out / 'checkpointed').write_text('1')\n"
+        "    sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "(out / 'started').write_text('1')\n"
+        "time.sleep(60)\n")
+
+
+def test_watchdog_max_runtime_stops_checkpoints_and_terminates(fake_runpod, client, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pod_id, scoped = _idle_pod(fake_runpod, client)
+    spec = _spec(out, max_runtime_minutes=0.02)  # 1.2 s
+    sup = podside.Supervisor(spec, _child(TRAP.format(out=str(out))), api=scoped, pod_id=pod_id,
+                             storage=podside.TrainpodStorage())
+    started = time.monotonic()
+    assert sup.run() == 3
+    assert 1.0 < time.monotonic() - started < 10
+    assert (out / "checkpointed").exists()
+    assert "max_runtime_minutes=0.02" in json.loads((out / "POD_EXIT").read_text())["reason"]
+    assert fake_runpod.pods[pod_id].status == "TERMINATED"
+
+
+def test_watchdog_max_cost_uses_the_pods_api_price(fake_runpod, client, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pod_id, scoped = _idle_pod(fake_runpod, client)
+    price = fake_runpod.pods[pod_id].cost_per_hr  # 0.34 $/h: community RTX 4090 in the fake
+    spec = _spec(out, max_cost_usd=price / 3600 * 1.0)  # one second's worth
+    sup = podside.Supervisor(spec, _child(TRAP.format(out=str(out))), api=scoped, pod_id=pod_id,
+                             storage=podside.TrainpodStorage())
+    assert sup.run() == 3
+    assert f"at ${price:g}/h" in json.loads((out / "POD_EXIT").read_text())["reason"]
+    assert fake_runpod.pods[pod_id].status == "TERMINATED"
+
+
+def test_watchdog_kills_a_child_that_ignores_sigterm(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = _spec(out, grace=0.5, max_runtime_minutes=0.01)
+    child = _child("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)")
+    sup = podside.Supervisor(spec, child, api=None, pod_id=None, storage=podside.TrainpodStorage())
+    assert sup.run() == 128 + signal.SIGKILL
+
+
+def test_sigterm_is_forwarded_to_the_child(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = _spec(out, max_runtime_minutes=5)
+    env = {**os.environ, "TRAINPOD_RUN_SPEC": spec.to_json()}
+    env.pop("RUNPOD_POD_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "trainpod.podside", "--", *_child(TRAP.format(out=str(out)))],
+                            env=env)
+    try:
+        _wait_for(lambda: (out / "started").exists(), timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 3
+    finally:
+        proc.kill()
+    assert (out / "checkpointed").exists()
+    assert json.loads((out / "POD_EXIT").read_text())["reason"] == "received SIGTERM"
+
+
+def test_a_supervisor_that_cannot_start_still_ends_the_pod(fake_runpod, client, monkeypatch):
+    pod_id, _ = _idle_pod(fake_runpod, client)
+    monkeypatch.setenv("RUNPOD_POD_ID", pod_id)
+    monkeypatch.setenv("RUNPOD_API_KEY", fake_runpod.pods[pod_id].api_key)
+    monkeypatch.setenv("TRAINPOD_RUN_SPEC", "{not json")
+    assert podside.main(["--", "true"]) == 2
+    assert fake_runpod.pods[pod_id].status == "TERMINATED"
+
+
+def test_usage_errors():
+    assert podside.main(["true"]) == 2
+    assert podside.main(["--bogus", "--", "true"]) == 2
