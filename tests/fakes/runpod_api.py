@@ -19,6 +19,7 @@ and that a preempted spot pod reads as ``EXITED`` with no runtime.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -228,8 +229,13 @@ class DockerRunner:
         return None
 
     def stop(self, pod: FakePod) -> None:
-        if pod.handle is not None:
+        import docker
+
+        if pod.handle is None:
+            return
+        with contextlib.suppress(docker.errors.NotFound):  # already gone: stopping is idempotent
             pod.handle.remove(force=True)
+        pod.handle = None
 
 
 # ----------------------------------------------------------------------------------------- faults
