@@ -24,10 +24,13 @@ Decisions:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
@@ -281,18 +284,255 @@ class RunPodBackend:
             env["AWS_ACCESS_KEY_ID"] = settings.aws_access_key_id
         return env
 
-    # ------------------------------------------------------------------ not in this round
-    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
-        raise UnsupportedError("RunPod submit is not implemented yet", "use --dry-run to see the exact request")
+    # ------------------------------------------------------------------ submit
+    start_timeout_s = 600.0  # a pod that has not started by then is terminated; the next fallback is tried
+    poll_s = 5.0
 
+    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+        """Rent the pod: live prices re-checked against max_cost, fallbacks on capacity, bounded start.
+
+        The run is recorded as soon as a pod exists, so a CLI killed while waiting leaves a run that
+        ``runs status``/``cancel``/``sweep`` can still find.
+        """
+        from trainpod.backends.runpod_api import CapacityError, GraphQLClient
+        from trainpod.redact import register_secret
+        from trainpod.runs import RunRegistry
+        from trainpod.spec import utcnow_iso
+
+        spec, req = plan.spec, plan.provider_request
+        api = GraphQLClient.from_settings(settings)
+        registry = RunRegistry(settings.state_path)
+        offered = {g.id: g for g in api.gpu_types()}
+        env = dict(plan.env)
+        for name in plan.secret_env:
+            secret = getattr(settings, POD_SECRETS[name])
+            env[name] = secret.get_secret_value()
+            register_secret(env[name])
+        auth_id = self._registry_auth(api, settings)
+        tried: list[str] = []
+        for attempt, choice in enumerate(req["attempts"]):
+            gpu, cloud = choice["gpu_type_id"], choice["cloud_type"]
+            info = offered.get(gpu)
+            price = info.price(cloud, spot=req["spot"]) if info else None
+            if price is None:
+                tried.append(f"{gpu} ({cloud}): not offered by RunPod now")
+                continue
+            if req["spot"] and req["bid_per_gpu"] is not None and price > req["bid_per_gpu"]:
+                tried.append(f"{gpu} ({cloud}): spot price ${price:g} is above the ${req['bid_per_gpu']:g} cap")
+                continue
+            notes: list[str] = []
+            estimate = self._estimate(spec.config, price, req["expected_hours"], notes)
+            pod_request = _pod_request(req["input"], name=pod_name(spec.run_id, attempt), gpu_type_id=gpu,
+                                       cloud_type=cloud, env=env, auth_id=auth_id,
+                                       bid=price if req["spot"] else None)
+            try:
+                pod = api.deploy(pod_request)
+            except CapacityError:
+                tried.append(f"{gpu} ({cloud}): no capacity")
+                continue
+            handle = RunHandle(
+                run_id=spec.run_id, backend=self.name, preset=spec.config.preset, provider_id=pod.id,
+                output=spec.storage.output, created=utcnow_iso(),
+                extra={"pod_name": pod_request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": req["spot"],
+                       "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes",
+                       "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate,
+                       "max_runtime_minutes": spec.config.max_runtime_minutes,
+                       "max_cost_usd": spec.config.max_cost_usd, "started": None},
+            )
+            registry.save(handle)
+            if self._wait_started(api, pod.id):
+                return registry.update(spec.run_id, started=utcnow_iso())
+            api.terminate(pod.id)
+            registry.update(spec.run_id, cancelled=True)
+            tried.append(f"{gpu} ({cloud}): pod {pod.id} did not start within {self.start_timeout_s:g}s (terminated)")
+        raise CapacityError(
+            "no RunPod pod could be started:\n  - " + "\n  - ".join(tried),
+            "add runpod_fallback_gpu_type_ids to the hardware table, set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, "
+            "or retry later",
+        )
+
+    def _wait_started(self, api: Any, pod_id: str) -> bool:
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            pod = api.pod(pod_id)
+            if pod is not None and pod.started:
+                return True
+            if pod is None or pod.desired_status in ("EXITED", "TERMINATED") or time.monotonic() >= deadline:
+                return False
+            time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+
+    @staticmethod
+    def _registry_auth(api: Any, settings: Settings) -> str | None:
+        """Registry credentials for a private image, stored at RunPod (None for a public image)."""
+        if not (settings.registry_username and settings.registry_password):
+            return None
+        name = f"trainpod-{settings.registry or 'registry'}-{settings.registry_username}"
+        return api.save_registry_auth(name, settings.registry_username, settings.registry_password)
+
+    # ------------------------------------------------------------------ observe
     def status(self, handle: RunHandle) -> RunStatus:
-        raise UnsupportedError("RunPod status is not implemented yet")
+        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.settings import load_settings
+
+        api = GraphQLClient.from_settings(load_settings())
+        pod = api.pod(handle.provider_id) if handle.provider_id else None
+        markers = _read_markers(handle.output)
+        progress = markers.get("status.json") or {}
+        elapsed = pod.uptime_seconds if pod is not None and pod.started else None
+        cost = None
+        if elapsed is not None and pod is not None and pod.cost_per_hr:
+            cost = round(pod.cost_per_hr * elapsed / 3600, 4)
+        common: dict[str, Any] = {"step": progress.get("step"), "loss": progress.get("loss"), "elapsed_s": elapsed,
+                                  "cost_usd": cost}
+        exit_info = markers.get("POD_EXIT")
+        if exit_info and exit_info.get("pod_id") not in (None, handle.provider_id):
+            exit_info = None  # left by an earlier pod of this run (before a relaunch)
+        if "DONE" in markers:
+            return RunStatus(state="succeeded", detail="DONE marker written", exit_code=0, **common)
+        if exit_info:
+            code = int(exit_info.get("exit_code", 1))
+            reason = str(exit_info.get("reason", ""))
+            if code == 0:
+                return RunStatus(state="succeeded", detail=reason, exit_code=0, **common)
+            state = "cancelled" if handle.extra.get("cancelled") else "failed"
+            return RunStatus(state=state, detail=reason, exit_code=code, **common)
+        if pod is None or pod.desired_status == "TERMINATED":
+            if handle.extra.get("cancelled"):
+                return RunStatus(state="cancelled", detail="pod terminated by `runs cancel`", **common)
+            return RunStatus(state="unknown", detail="the pod is gone and left no result in the output", **common)
+        if pod.desired_status == "EXITED":
+            state = "preempted" if handle.extra.get("spot") else "failed"
+            return RunStatus(state=state, detail=f"pod {pod.id} exited ({pod.last_status_change})", **common)
+        if not pod.started:
+            return RunStatus(state="pending", detail=f"pod {pod.id} is starting", **common)
+        return RunStatus(state="running", detail=f"pod {pod.id} on {handle.extra.get('gpu_type_id')}", **common)
 
     def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
-        raise UnsupportedError("RunPod logs are not implemented yet")
+        """Lines of ``logs/train.log``, which the trainer uploads to the output periodically (RunPod's
+        API has no log endpoint for pods); ``follow`` tails until the run reaches a final state."""
+        from trainpod import storage
+        from trainpod.backends.base import TERMINAL_STATES
+
+        uri = handle.output.rstrip("/") + "/logs/train.log"
+        seen = 0
+        while True:
+            data = storage.read_bytes(uri) or b""
+            if len(data) > seen:
+                text = data[seen:].decode("utf-8", errors="replace")
+                complete, _, _rest = text.rpartition("\n")
+                if complete:
+                    seen += len((complete + "\n").encode("utf-8"))
+                    yield from complete.split("\n")
+            if not follow:
+                return
+            if self.status(handle).state in TERMINAL_STATES + ("unknown", "preempted"):
+                tail = (storage.read_bytes(uri) or b"")[seen:].decode("utf-8", errors="replace")
+                yield from (line for line in tail.split("\n") if line)
+                return
+            time.sleep(self.poll_s)
 
     def cancel(self, handle: RunHandle) -> None:
-        raise UnsupportedError("RunPod cancel is not implemented yet")
+        """Terminate the pod (the trainer gets SIGTERM and checkpoints). Idempotent."""
+        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.runs import RunRegistry
+        from trainpod.settings import load_settings
+
+        settings = load_settings()
+        if handle.provider_id:
+            GraphQLClient.from_settings(settings).terminate(handle.provider_id)
+        handle.extra["cancelled"] = True
+        registry = RunRegistry(settings.state_path)
+        if handle.run_id in registry.ids():
+            registry.update(handle.run_id, cancelled=True)
+
+
+# ---------------------------------------------------------------------------------------- sweep
+@dataclass(frozen=True)
+class SweepItem:
+    pod_id: str
+    pod_name: str
+    run_id: str | None
+    verdict: str  # done | unknown | over-limit | keep
+    reason: str
+    terminated: bool = False
+
+
+def sweep(settings: Settings, terminate: bool = False, api: Any = None) -> list[SweepItem]:
+    """trainpod's pods that should not be billing: run done, run unknown here, or over its limits.
+
+    Only pods named ``trainpod-…`` are considered; with ``terminate`` the flagged ones are terminated.
+    """
+    from trainpod.backends.runpod_api import GraphQLClient
+    from trainpod.errors import TrainpodError
+    from trainpod.runs import RunRegistry
+
+    api = api or GraphQLClient.from_settings(settings)
+    registry = RunRegistry(settings.state_path)
+    known = set(registry.ids())
+    items = []
+    for pod in api.pods():
+        if not pod.name.startswith(POD_NAME_PREFIX) or pod.desired_status == "TERMINATED":
+            continue
+        run_id = _run_id_of(pod.name)
+        if run_id is None or run_id not in known:
+            verdict, reason = "unknown", "no run of this name in the local run registry"
+        else:
+            handle = registry.get(run_id)
+            try:
+                markers = _read_markers(handle.output)
+            except TrainpodError:
+                markers = {}  # unreadable output: judge by the limits alone
+            hours = (pod.uptime_seconds or 0) / 3600
+            max_rt, max_cost = handle.extra.get("max_runtime_minutes"), handle.extra.get("max_cost_usd")
+            if "DONE" in markers or "POD_EXIT" in markers:
+                verdict, reason = "done", "the run has ended (DONE/POD_EXIT in its output)"
+            elif max_rt is not None and hours * 60 > float(max_rt):
+                verdict, reason = "over-limit", f"up {hours * 60:.0f} min > max_runtime_minutes {max_rt:g}"
+            elif max_cost is not None and pod.cost_per_hr and pod.cost_per_hr * hours > float(max_cost):
+                verdict, reason = "over-limit", f"cost ${pod.cost_per_hr * hours:.2f} > max_cost_usd {max_cost:g}"
+            elif pod.desired_status == "EXITED":
+                verdict, reason = "done", "the pod has exited"
+            else:
+                verdict, reason = "keep", "running within its limits"
+        done = False
+        if terminate and verdict != "keep":
+            api.terminate(pod.id)
+            done = True
+        items.append(SweepItem(pod.id, pod.name, run_id, verdict, reason, done))
+    return items
+
+
+def _run_id_of(name: str) -> str | None:
+    body, sep, attempt = name[len(POD_NAME_PREFIX):].rpartition("-a")
+    return body if sep and attempt.isdigit() and body else None
+
+
+def _read_markers(output: str) -> dict[str, Any]:
+    """DONE, POD_EXIT and status.json from the run's output (parsed; DONE may be any bytes)."""
+    from trainpod import storage
+
+    found: dict[str, Any] = {}
+    for name in ("DONE", "POD_EXIT", "status.json"):
+        raw = storage.read_bytes(output.rstrip("/") + "/" + name)
+        if raw is None:
+            continue
+        try:
+            found[name] = json.loads(raw)
+        except ValueError:
+            found[name] = {}
+    return found
+
+
+def _pod_request(inp: dict[str, Any], *, name: str, gpu_type_id: str, cloud_type: CloudType,
+                 env: dict[str, str], auth_id: str | None, bid: float | None) -> PodRequest:
+    """The plan's displayed input turned back into a request, with the attempt's choices and real env."""
+    return PodRequest(
+        name=name, image=inp["imageName"], gpu_type_id=gpu_type_id, gpu_count=inp["gpuCount"],
+        cloud_type=cloud_type, container_disk_gb=inp["containerDiskInGb"], volume_gb=inp["volumeInGb"],
+        volume_mount_path=inp["volumeMountPath"], ports=inp["ports"], env=env, docker_args=inp["dockerArgs"],
+        allowed_cuda_versions=tuple(inp.get("allowedCudaVersions") or ()), container_registry_auth_id=auth_id,
+        bid_per_gpu=bid,
+    )
 
 
 def _display_input(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,146 @@
+"""RunPodBackend submit / status / logs / cancel and ``sweep`` against the loopback fake API and a
+loopback S3 (moto). Pods are IdleRunner pods: the run's outputs are written to S3 by the test,
+standing in for the trainer, so no Docker is needed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from trainpod import storage
+from trainpod.backends.runpod import RunPodBackend, sweep
+from trainpod.backends.runpod_api import CapacityError, GraphQLClient, PodRequest
+from trainpod.config.loader import load_catalog
+from trainpod.errors import UnsupportedError
+from trainpod.runs import RunRegistry
+from trainpod.settings import load_settings
+from trainpod.spec import RunSpec, StorageURIs
+
+pytestmark = [pytest.mark.runpod, pytest.mark.s3]
+
+
+@pytest.fixture
+def backend() -> RunPodBackend:
+    b = RunPodBackend()
+    b.poll_s, b.start_timeout_s = 0.05, 5.0
+    return b
+
+
+def _plan(backend, s3, run_id="rp-run-20260101-000000-abc123", preset="oracle-rauru-cloud", **overrides):
+    cfg = load_catalog(use_cwd=False).resolve(preset, overrides)
+    spec = RunSpec(run_id=run_id, created="2026-01-01T00:00:00+00:00", remote="runpod", config=cfg,
+                   image="registry.local/trainpod:cuda-0123456789ab",
+                   storage=StorageURIs(dataset=cfg.dataset.path, output=s3.uri(f"runs/{run_id}")))
+    settings = load_settings(storage_uri=s3.uri())
+    return backend.plan(spec, settings), settings
+
+
+def test_submit_rents_the_pod_with_secrets_filled_in_and_records_the_run(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3)
+    assert "AWS_SECRET_ACCESS_KEY" in plan.secret_env and plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
+    handle = backend.submit(plan, settings)
+    pod = fake_runpod.pods[handle.provider_id]
+    assert pod.env["AWS_SECRET_ACCESS_KEY"] == settings.aws_secret_access_key.get_secret_value()
+    assert RunSpec.from_json(pod.env["TRAINPOD_RUN_SPEC"]) == plan.spec
+    assert pod.gpu_type_id == "NVIDIA GeForce RTX 4090" and pod.cloud_type == "COMMUNITY"
+    assert pod.request["allowedCudaVersions"][0] == "12.4" and pod.name.endswith("-a0")
+    saved = RunRegistry(settings.state_path).get(plan.run_id)
+    assert saved.provider_id == pod.id and saved.extra["price_source"] == "RunPod API gpuTypes"
+    assert saved.extra["started"] and saved.extra["cost_per_hr"] == 0.34
+    assert backend.status(saved).state == "running"
+
+
+def test_capacity_error_falls_back_to_the_next_gpu_type(backend, s3, fake_runpod):
+    fake_runpod.inject("capacity", op="podFindAndDeployOnDemand")
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    assert handle.extra["gpu_type_id"] == "NVIDIA RTX A6000" and handle.extra["pod_name"].endswith("-a1")
+    assert [p.gpu_type_id for p in fake_runpod.live_pods()] == ["NVIDIA RTX A6000"]
+
+
+def test_pods_that_never_start_are_terminated_and_reported(backend, s3, fake_runpod):
+    fake_runpod.never_start = True
+    backend.start_timeout_s = 0.3
+    plan, settings = _plan(backend, s3)
+    with pytest.raises(CapacityError, match="did not start") as info:
+        backend.submit(plan, settings)
+    assert "NVIDIA RTX A6000" in str(info.value)
+    assert fake_runpod.live_pods() == []  # nothing left billing
+
+
+def test_live_price_over_max_cost_refuses_before_renting(backend, s3, fake_runpod):
+    for gpu in fake_runpod.gpu_types:
+        gpu["communityPrice"] = 9.0
+    plan, settings = _plan(backend, s3)
+    with pytest.raises(UnsupportedError, match="exceeds max_cost_usd"):
+        backend.submit(plan, settings)
+    assert fake_runpod.pods == {}
+
+
+def test_spot_bids_the_live_spot_price_and_reads_preemption(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3, spot=True)
+    handle = backend.submit(plan, settings)
+    pod = fake_runpod.pods[handle.provider_id]
+    assert pod.spot and pod.request["bidPerGpu"] == 0.2
+    fake_runpod.preempt(pod.id)
+    assert backend.status(handle).state == "preempted"
+
+
+def test_status_and_logs_read_the_run_output_in_s3(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    out = handle.output
+    storage.write_bytes(out + "/status.json", json.dumps({"step": 12, "loss": 1.25}).encode())
+    storage.write_bytes(out + "/logs/train.log", b"step 1 loss 2.0\nstep 2 loss 1.9\npartial")
+    status = backend.status(handle)
+    assert (status.state, status.step, status.loss) == ("running", 12, 1.25)
+    assert list(backend.logs(handle)) == ["step 1 loss 2.0", "step 2 loss 1.9"]
+    storage.write_bytes(out + "/logs/train.log", b"step 1 loss 2.0\nstep 2 loss 1.9\npartial line\ndone\n")
+    storage.write_bytes(out + "/DONE", b"{}")
+    assert list(backend.logs(handle, follow=True)) == ["step 1 loss 2.0", "step 2 loss 1.9", "partial line", "done"]
+    assert backend.status(handle).state == "succeeded"
+
+
+def test_failed_run_reads_failed_with_the_supervisors_reason(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    storage.write_bytes(handle.output + "/POD_EXIT", json.dumps(
+        {"pod_id": handle.provider_id, "exit_code": 3, "reason": "watchdog: max_runtime_minutes=240 reached"}).encode())
+    status = backend.status(handle)
+    assert (status.state, status.exit_code) == ("failed", 3) and "watchdog" in status.detail
+
+
+def test_cancel_terminates_and_is_idempotent(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    backend.cancel(handle)
+    backend.cancel(handle)
+    assert fake_runpod.pods[handle.provider_id].status == "TERMINATED"
+    saved = RunRegistry(settings.state_path).get(handle.run_id)
+    assert backend.status(saved).state == "cancelled"
+
+
+def test_sweep_finds_done_unknown_and_over_limit_pods(backend, s3, fake_runpod):
+    done_plan, settings = _plan(backend, s3, run_id="rp-done-20260101-000000-aaaaaa")
+    done = backend.submit(done_plan, settings)
+    storage.write_bytes(done.output + "/DONE", b"{}")
+    live = backend.submit(_plan(backend, s3, run_id="rp-live-20260101-000000-bbbbbb")[0], settings)
+    client = GraphQLClient(fake_runpod.api_key, retries=1)
+    ghost = client.deploy(PodRequest(name="trainpod-rp-ghost-20260101-000000-cccccc-a0", image="x",
+                                     gpu_type_id="NVIDIA GeForce RTX 4090"))
+    notebook = client.deploy(PodRequest(name="my-notebook", image="x", gpu_type_id="NVIDIA GeForce RTX 4090"))
+    over = backend.submit(_plan(backend, s3, run_id="rp-over-20260101-000000-dddddd")[0], settings)
+    fake_runpod.pods[over.provider_id].started_at -= 5 * 3600  # up 5 h, max_runtime_minutes is 240
+
+    report = {i.pod_id: i for i in sweep(settings)}
+    assert report[done.provider_id].verdict == "done"
+    assert report[ghost.id].verdict == "unknown" and report[ghost.id].run_id == "rp-ghost-20260101-000000-cccccc"
+    assert report[over.provider_id].verdict == "over-limit"
+    assert report[live.provider_id].verdict == "keep"
+    assert notebook.id not in report
+    assert not any(i.terminated for i in report.values())  # listing only, without --yes
+
+    swept = {i.pod_id for i in sweep(settings, terminate=True) if i.terminated}
+    assert swept == {done.provider_id, ghost.id, over.provider_id}
+    assert {p.id for p in fake_runpod.live_pods()} == {live.provider_id, notebook.id}
