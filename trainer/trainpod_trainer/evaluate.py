@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,13 @@ SPEC_FILE = "run_spec.json"
 def _load_model(spec: RunSpec, output: Path, device: Any) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from trainpod_trainer.model import resolve_base_model
+
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf_logging.disable_progress_bar()
 
     tok = AutoTokenizer.from_pretrained(str(output))
     base = resolve_base_model(spec.config.expert.base_model)
