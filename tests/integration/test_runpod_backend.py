@@ -12,7 +12,7 @@ from trainpod import storage
 from trainpod.backends.runpod import RunPodBackend, sweep
 from trainpod.backends.runpod_api import CapacityError, GraphQLClient, PodRequest
 from trainpod.config.loader import load_catalog
-from trainpod.errors import UnsupportedError
+from trainpod.errors import TrainpodError, UnsupportedError
 from trainpod.runs import RunRegistry
 from trainpod.settings import load_settings
 from trainpod.spec import RunSpec, StorageURIs
@@ -144,3 +144,26 @@ def test_sweep_finds_done_unknown_and_over_limit_pods(backend, s3, fake_runpod):
     swept = {i.pod_id for i in sweep(settings, terminate=True) if i.terminated}
     assert swept == {done.provider_id, ghost.id, over.provider_id}
     assert {p.id for p in fake_runpod.live_pods()} == {live.provider_id, notebook.id}
+
+
+def test_preempted_spot_run_is_relaunched_a_bounded_number_of_times(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3, spot=True)
+    handle = backend.submit(plan, settings)
+    first = handle.provider_id
+    fake_runpod.preempt(first)
+    assert backend.status(handle).state == "preempted"
+    backend.max_relaunches = 2
+    handle = backend.relaunch(handle, settings)
+    assert handle.provider_id != first and handle.extra["pod_name"].endswith("-a1")
+    assert fake_runpod.pods[first].status == "TERMINATED"
+    assert RunRegistry(settings.state_path).get(plan.run_id).provider_id == handle.provider_id
+    # a spot pod stopped with SIGTERM leaves POD_EXIT from the supervisor: still a preemption
+    storage.write_bytes(handle.output + "/POD_EXIT", json.dumps(
+        {"pod_id": handle.provider_id, "exit_code": 3, "reason": "received SIGTERM"}).encode())
+    assert backend.status(handle).state == "preempted"
+    handle = backend.relaunch(handle, settings)
+    assert handle.extra["relaunches"] == 2 and handle.extra["pod_name"].endswith("-a2")
+    assert backend.status(handle).state == "running"  # the old POD_EXIT belongs to another pod
+    with pytest.raises(TrainpodError, match="relaunched 2 times"):
+        backend.relaunch(handle, settings)
+    assert [p.id for p in fake_runpod.live_pods()] == [handle.provider_id]

@@ -65,6 +65,7 @@ PEAK_TFLOPS = {
     "NVIDIA H100 80GB HBM3": 989.0,
 }
 ASSUMED_MFU = 0.3
+_STOPPED = 3  # trainpod_trainer.exitcodes.STOPPED (the CLI never imports the trainer)
 STARTUP_HOURS = 10 / 60  # image pull + model download + dataset sync, before the first step
 
 
@@ -294,13 +295,39 @@ class RunPodBackend:
         The run is recorded as soon as a pod exists, so a CLI killed while waiting leaves a run that
         ``runs status``/``cancel``/``sweep`` can still find.
         """
-        from trainpod.backends.runpod_api import CapacityError, GraphQLClient
+        from trainpod.backends.runpod_api import GraphQLClient
+
+        return self._rent(plan, settings, GraphQLClient.from_settings(settings), first_attempt=0, relaunches=0)
+
+    max_relaunches = 3
+
+    def relaunch(self, handle: RunHandle, settings: Settings) -> RunHandle:
+        """Rent a new pod for a preempted spot run (bounded); the trainer in it resumes from the latest
+        complete checkpoint in S3, so the total number of steps is unchanged."""
+        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.errors import TrainpodError
+
+        count = int(handle.extra.get("relaunches", 0))
+        if count >= self.max_relaunches:
+            raise TrainpodError(
+                f"run {handle.run_id} was relaunched {count} times already; not renting another pod",
+                f"resume later with `trainpod launch {handle.preset} --resume {handle.run_id}`",
+            )
+        api = GraphQLClient.from_settings(settings)
+        if handle.provider_id:
+            api.terminate(handle.provider_id)  # whatever is left of the preempted pod
+        plan = LaunchPlan.model_validate(handle.extra["plan"])
+        return self._rent(plan, settings, api, first_attempt=int(handle.extra.get("next_attempt", 1)),
+                          relaunches=count + 1)
+
+    def _rent(self, plan: LaunchPlan, settings: Settings, api: Any, *, first_attempt: int,
+              relaunches: int) -> RunHandle:
+        from trainpod.backends.runpod_api import CapacityError
         from trainpod.redact import register_secret
         from trainpod.runs import RunRegistry
         from trainpod.spec import utcnow_iso
 
         spec, req = plan.spec, plan.provider_request
-        api = GraphQLClient.from_settings(settings)
         registry = RunRegistry(settings.state_path)
         offered = {g.id: g for g in api.gpu_types()}
         env = dict(plan.env)
@@ -310,7 +337,7 @@ class RunPodBackend:
             register_secret(env[name])
         auth_id = self._registry_auth(api, settings)
         tried: list[str] = []
-        for attempt, choice in enumerate(req["attempts"]):
+        for attempt, choice in enumerate(req["attempts"], start=first_attempt):
             gpu, cloud = choice["gpu_type_id"], choice["cloud_type"]
             info = offered.get(gpu)
             price = info.price(cloud, spot=req["spot"]) if info else None
@@ -337,7 +364,8 @@ class RunPodBackend:
                        "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes",
                        "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate,
                        "max_runtime_minutes": spec.config.max_runtime_minutes,
-                       "max_cost_usd": spec.config.max_cost_usd, "started": None},
+                       "max_cost_usd": spec.config.max_cost_usd, "started": None, "relaunches": relaunches,
+                       "next_attempt": attempt + 1, "plan": plan.model_dump(mode="json")},
             )
             registry.save(handle)
             if self._wait_started(api, pod.id):
@@ -395,6 +423,8 @@ class RunPodBackend:
             if code == 0:
                 return RunStatus(state="succeeded", detail=reason, exit_code=0, **common)
             state = "cancelled" if handle.extra.get("cancelled") else "failed"
+            if handle.extra.get("spot") and code == _STOPPED and reason.startswith("received SIG"):
+                state = "preempted"  # RunPod stops a reclaimed spot pod with SIGTERM; the trainer checkpointed
             return RunStatus(state=state, detail=reason, exit_code=code, **common)
         if pod is None or pod.desired_status == "TERMINATED":
             if handle.extra.get("cancelled"):
