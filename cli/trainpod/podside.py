@@ -145,6 +145,8 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._forward) for sig in STOP_SIGNALS}
         try:
             self.child = subprocess.Popen(self.command)
+            if self.stop_reason is not None:  # a signal arrived while the child was being started
+                self.child.send_signal(signal.SIGTERM)
             started = self.clock()
             while True:
                 timeout = 1.0
