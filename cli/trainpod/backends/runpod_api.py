@@ -18,6 +18,14 @@ rents a second GPU.
 
 :class:`RunPodAPI` is the small interface the backend and the pod-side supervisor use, so this
 GraphQL client can be replaced by RunPod's REST v2 API without touching them.
+
+Taken from the runpod SDK 1.12 source: the endpoint (``$RUNPOD_API_BASE_URL/graphql``), the Bearer
+header, the 401 → AuthenticationError mapping, the names ``podFindAndDeployOnDemand``, ``podStop``,
+``podTerminate``, ``saveRegistryAuth``, ``gpuTypes`` price fields and ``myself { pods }``. From
+SkyPilot and docs.runpod.io: ``podRentInterruptable``/``bidPerGpu``, ``allowedCudaVersions``,
+``containerRegistryAuthId``, ``runtime { uptimeInSeconds }``. Assumptions still to check against
+the real service: the capacity/not-found message texts, that ``pod`` reads ``null`` for an unknown
+id, that ``podTerminate`` on a gone pod errors with "not found", and the exact CUDA version list.
 """
 
 from __future__ import annotations
