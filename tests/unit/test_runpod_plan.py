@@ -154,3 +154,14 @@ def test_duration_heuristic_from_steps_when_no_max_runtime():
 def test_plan_is_pure_no_network(monkeypatch):
     monkeypatch.setenv("RUNPOD_API_BASE_URL", "http://127.0.0.1:9")  # nothing listens: a call would fail
     assert RunPodBackend().plan(_spec("oracle-rauru-cloud"), _settings()).estimated_cost_usd == 2.76
+
+
+def test_planning_imports_no_provider_sdk():
+    """`launch --dry-run` must stay fast: neither the runpod SDK nor requests/boto3 are imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from trainpod.backends.runpod import RunPodBackend; import trainpod.podside; "
+            "print(sorted(m for m in ('runpod', 'requests', 'boto3', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
