@@ -13,6 +13,7 @@ import shutil
 import signal
 
 import pytest
+from trainpod.manifest import latest_complete, list_checkpoints, verify_dir
 
 from tests.fixtures.train import (
     CANARY,
@@ -23,7 +24,6 @@ from tests.fixtures.train import (
     wait_for,
     write_spec,
 )
-from trainpod.manifest import latest_complete, list_checkpoints, verify_dir
 
 pytestmark = pytest.mark.train
 
