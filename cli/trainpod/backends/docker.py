@@ -1,0 +1,337 @@
+"""The local Docker engine backend.
+
+``plan()`` is pure: it turns a RunSpec into the exact container request (the docker SDK's
+``containers.run`` arguments) plus the equivalent ``docker run`` line, without touching an engine. The
+RunSpec travels inside the container as ``$TRAINPOD_RUN_SPEC`` with its storage rewritten to the mount
+targets, so the trainer sees ``/data`` and ``/output`` whatever the host paths are.
+
+Why these choices:
+- host networking: no bridge networks are created on our hosts (and the trainer needs only loopback/S3);
+- ``--ipc=host`` for CUDA (NCCL needs shared memory across processes), a 2 GiB ``/dev/shm`` for CPU;
+- the container runs as the invoking user so the output stays owned (and readable) by them; when that user is
+  root the image's own non-root user runs it and the output dir is handed to that uid (root reads anything);
+- secrets are injected from settings only in ``submit()``; plans and displays carry their names only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trainpod.backends.base import REDACTED, LaunchPlan, Mount, RunHandle, RunStatus
+from trainpod.errors import TrainpodError, UnsupportedError
+from trainpod.launchcmd import trainer_command
+from trainpod.runs import RunRegistry
+from trainpod.settings import Settings
+from trainpod.spec import RunSpec, StorageURIs, utcnow_iso
+
+DATA_TARGET = "/data"
+OUTPUT_TARGET = "/output"
+CACHE_TARGET = "/cache/huggingface"
+IMAGE_UID = 1000  # the image's `trainpod` user (images/Dockerfile.*)
+LABEL_PREFIX = "dev.trainpod"
+# trainpod_trainer.exitcodes (the CLI never imports the trainer package, so the contract is restated here)
+TRAINER_EXIT_STOPPED = 3
+TRAINER_EXIT_DETAIL = {1: "trainer crashed: see `trainpod runs logs`", 2: "bad input: see `trainpod runs logs`",
+                       4: "memory guard stopped training after a checkpoint; use a smaller profile",
+                       137: "killed (SIGKILL / out of memory)"}
+# settings field -> environment name inside the container (only what the trainer can use)
+SECRET_ENV = {
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+    "hf_token": "HF_TOKEN",
+    "wandb_api_key": "WANDB_API_KEY",
+}
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, uid: int | None = None, gid: int | None = None, cpus: int | None = None):
+        # who launches (decides --user, see module docstring) and how many cores the engine's host has (threads
+        # per rank); injectable so dry-run snapshots do not depend on the machine that prints them
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self.cpus = cpus or os.cpu_count() or 1
+
+    # ------------------------------------------------------------------------------------------ planning
+    def unsupported(self, spec: RunSpec) -> list[str]:
+        hw = spec.config.hardware
+        reasons = []
+        if hw.image == "none":
+            reasons.append(
+                f"hardware '{spec.config.hardware_name}' ({hw.name}) has no container image: "
+                f"{hw.device} is not reachable from Docker; use --remote local"
+            )
+        if hw.nnodes > 1:
+            reasons.append(f"hardware '{spec.config.hardware_name}' needs {hw.nnodes} nodes; one engine is one node")
+        if spec.launch.nnodes > 1:
+            reasons.append(f"launch shape has {spec.launch.nnodes} nodes; one engine is one node (use runpod)")
+        return reasons
+
+    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+        """The exact container request for ``spec``. Pure: no engine call, no file written."""
+        reasons = self.unsupported(spec)
+        if reasons:
+            raise UnsupportedError("docker backend cannot run this: " + "; ".join(reasons),
+                                   "pick another hardware profile or --remote")
+        hw = spec.config.hardware
+        image = spec.image or _planned_tag(spec, settings)
+
+        mounts: list[Mount] = []
+        dataset = spec.storage.dataset
+        if not dataset.startswith("s3://"):
+            mounts.append(Mount(source=str(Path(dataset).expanduser().resolve()), target=DATA_TARGET, read_only=True))
+            dataset = DATA_TARGET
+        output = spec.storage.output
+        if not output.startswith("s3://"):
+            mounts.append(Mount(source=str(Path(output).expanduser().resolve()), target=OUTPUT_TARGET))
+            output = OUTPUT_TARGET
+        mounts.append(Mount(source=str(settings.state_path / "hf-cache"), target=CACHE_TARGET))
+        inner = spec.model_copy(update={"storage": StorageURIs(dataset=dataset, output=output), "image": image})
+
+        command, launch_env = trainer_command(inner, cpu_count=self.cpus)
+        env = {
+            "TRAINPOD_RUN_SPEC": inner.to_json(),
+            "TRAINPOD_OUTPUT_DIR": output if output == OUTPUT_TARGET else "/workspace/output",
+            "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}",
+            "HF_HOME": CACHE_TARGET,
+            "PYTHONUNBUFFERED": "1",
+            **launch_env,
+        }
+        for name, var in (("s3_endpoint_url", "AWS_ENDPOINT_URL"), ("aws_region", "AWS_DEFAULT_REGION"),
+                          ("aws_access_key_id", "AWS_ACCESS_KEY_ID")):
+            value = getattr(settings, name)
+            if value:
+                env[var] = value
+        if hw.device == "cuda" and hw.cuda_arch_list:
+            env["TORCH_CUDA_ARCH_LIST"] = hw.cuda_arch_list
+        secret_env = sorted(var for field, var in SECRET_ENV.items() if field in settings.secrets())
+
+        user = None if self.uid == 0 else f"{self.uid}:{self.gid}"
+        labels = {
+            f"{LABEL_PREFIX}.run-id": spec.run_id,
+            f"{LABEL_PREFIX}.preset": spec.config.preset,
+            f"{LABEL_PREFIX}.hardware": spec.config.hardware_name,
+            f"{LABEL_PREFIX}.backend": self.name,
+        }
+        request: dict[str, Any] = {
+            "image": image,
+            "name": spec.run_id,
+            "command": command,
+            "working_dir": "/workspace",
+            "network_mode": "host",
+            "labels": labels,
+            "stop_signal": "SIGTERM",
+            "stop_timeout": int(spec.stop_grace_seconds),
+        }
+        if user:
+            request["user"] = user
+        if hw.device == "cuda":
+            request["ipc_mode"] = "host"
+            request["device_requests"] = [{"count": hw.gpu_count, "capabilities": [["gpu"]]}]
+        else:
+            request["shm_size"] = "2g"
+        notes = [f"output on the host: {mounts[1].source if output == OUTPUT_TARGET else spec.storage.output}"]
+        if self.uid == 0:
+            notes.append(f"launched as root: the container runs as uid {IMAGE_UID} and the output dir is chowned to it")
+        plan = LaunchPlan(
+            backend=self.name, run_id=spec.run_id, image=image, command=request["command"], env=env,
+            secret_env=secret_env, mounts=mounts, workdir="/workspace", gpus=hw.gpu_count if hw.device == "cuda" else 0,
+            provider_request={"container": request}, notes=notes, spec=spec,
+        )
+        return plan.model_copy(update={"provider_request": {"container": request,
+                                                              "docker_run": docker_run_line(plan, request)}})
+
+    # ------------------------------------------------------------------------------------------ engine
+    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+        """Start the container detached (named after the run id) and record the run."""
+        import docker.errors
+        from docker.types import DeviceRequest
+
+        from trainpod.images import docker_client, image_exists
+
+        client = docker_client()
+        assert plan.image is not None
+        if not image_exists(client, plan.image):
+            raise TrainpodError(f"image {plan.image} is not on this engine",
+                                f"build it first: trainpod build --hardware {plan.spec.config.hardware_name}")
+        for m in plan.mounts:
+            if m.read_only:
+                if not Path(m.source).is_dir():
+                    raise TrainpodError(f"dataset directory {m.source} does not exist",
+                                        "check the dataset path in training.toml")
+                continue
+            Path(m.source).mkdir(parents=True, exist_ok=True)
+            if self.uid == 0:
+                os.chown(m.source, IMAGE_UID, IMAGE_UID)
+        request = dict(plan.provider_request["container"])
+        secrets = settings.secrets()
+        env = dict(plan.env)
+        for field, var in SECRET_ENV.items():
+            if var in plan.secret_env and field in secrets:
+                env[var] = secrets[field]
+        if "device_requests" in request:
+            request["device_requests"] = [DeviceRequest(**d) for d in request["device_requests"]]
+        volumes = {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in plan.mounts}
+        try:
+            container = client.containers.run(detach=True, environment=env, volumes=volumes, **request)
+        except docker.errors.APIError as exc:
+            raise TrainpodError(f"docker could not start the container: {_scrub(str(exc), secrets)}",
+                                "see `docker info`; is a container with this run id left over?") from None
+        handle = RunHandle(
+            run_id=plan.run_id, backend=self.name, preset=plan.spec.config.preset, provider_id=container.id,
+            output=plan.spec.storage.output, created=utcnow_iso(),
+            extra={"image": plan.image, "container": plan.run_id, "stop_grace_seconds": plan.spec.stop_grace_seconds,
+                   "host_output": next((m.source for m in plan.mounts if m.target == OUTPUT_TARGET), None)},
+        )
+        RunRegistry(settings.state_dir).save(handle)
+        return handle
+
+    def _container(self, handle: RunHandle) -> Any | None:
+        import docker.errors
+
+        from trainpod.images import docker_client
+
+        try:
+            return docker_client().containers.get(handle.provider_id or handle.run_id)
+        except docker.errors.NotFound:
+            return None
+
+    def status(self, handle: RunHandle) -> RunStatus:
+        out = _host_output(handle)
+        progress = _read_status_json(out)
+        done = out is not None and (out / "DONE").exists()
+        container = self._container(handle)
+        if container is None:
+            if done:
+                return RunStatus(state="succeeded", detail="container removed; DONE marker present", **progress)
+            if handle.extra.get("cancelled"):
+                return RunStatus(state="cancelled", detail="cancelled; container removed", **progress)
+            return RunStatus(state="unknown", detail="container not found on this engine", **progress)
+        state = container.attrs.get("State", {})
+        if state.get("Running"):
+            health = state.get("Health", {}).get("Status")
+            return RunStatus(state="running", detail=f"health: {health}" if health else "", **progress)
+        if state.get("Status") == "created":
+            return RunStatus(state="pending", **progress)
+        code = state.get("ExitCode")
+        if code == 0 and done:
+            return RunStatus(state="succeeded", exit_code=0, **progress)
+        if handle.extra.get("cancelled") or code == TRAINER_EXIT_STOPPED:
+            return RunStatus(state="cancelled", exit_code=code, detail="stopped after a complete checkpoint"
+                             if code == TRAINER_EXIT_STOPPED else "cancelled", **progress)
+        detail = state.get("Error") or TRAINER_EXIT_DETAIL.get(code) or (
+            "exited 0 without a DONE marker" if code == 0 else f"exit code {code}")
+        return RunStatus(state="failed", exit_code=code, detail=detail, **progress)
+
+    def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
+        """The container's output; once the container is gone, the log files the trainer wrote."""
+        container = self._container(handle)
+        if container is not None:
+            buf = b""
+            for chunk in container.logs(stream=True, follow=follow, stdout=True, stderr=True):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+            if buf:
+                yield buf.decode("utf-8", "replace")
+            return
+        out = _host_output(handle)
+        files = sorted((out / "logs").glob("*.log")) if out and (out / "logs").is_dir() else []
+        if not files:
+            raise TrainpodError(f"no logs for run {handle.run_id}: the container is gone and no log file was written",
+                                f"look in {handle.output}")
+        for f in files:
+            yield from f.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def cancel(self, handle: RunHandle) -> None:
+        """SIGTERM, wait up to the grace period for the trainer's checkpoint, then remove. Idempotent.
+
+        Marks ``handle.extra["cancelled"]``; the caller saves the handle (``trainpod runs cancel`` does).
+        """
+        import docker.errors
+
+        container = self._container(handle)
+        grace = float(handle.extra.get("stop_grace_seconds") or _grace_from_container(container))
+        if container is not None:
+            try:
+                container.stop(timeout=int(grace))
+                container.wait(timeout=grace + 30)
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if "already in progress" not in str(exc):
+                    raise TrainpodError(f"docker could not stop {handle.run_id}: {exc}") from None
+        handle.extra["cancelled"] = True
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _planned_tag(spec: RunSpec, settings: Settings) -> str:
+    from trainpod.images import image_plan
+
+    return image_plan(spec.config.hardware_name, spec.config.hardware, settings).tag
+
+
+def _host_output(handle: RunHandle) -> Path | None:
+    out = handle.extra.get("host_output") or handle.output
+    return None if not out or str(out).startswith("s3://") else Path(out)
+
+
+def _read_status_json(out: Path | None) -> dict[str, Any]:
+    """step/loss from the trainer's status.json, tolerating a missing or half-written file."""
+    if out is None:
+        return {}
+    try:
+        data = json.loads((out / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    result = {}
+    for key, kind in (("step", int), ("loss", float), ("elapsed_s", float)):
+        if isinstance(data.get(key), (int, float)):
+            result[key] = kind(data[key])
+    return result
+
+
+def _grace_from_container(container: Any | None) -> float:
+    if container is None:
+        return 0.0
+    return float(container.attrs.get("Config", {}).get("StopTimeout") or 60)
+
+
+def _scrub(text: str, secrets: dict[str, str]) -> str:
+    for value in secrets.values():
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def docker_run_line(plan: LaunchPlan, request: dict[str, Any] | None = None) -> str:
+    """The ``docker run`` command equivalent to the plan; secrets appear as ``-e NAME`` (value from your env)."""
+    req = request or plan.provider_request["container"]
+    args = ["docker", "run", "--detach", "--name", req["name"], "--network", req["network_mode"]]
+    if req.get("user"):
+        args += ["--user", req["user"]]
+    if req.get("ipc_mode"):
+        args += ["--ipc", req["ipc_mode"]]
+    if req.get("shm_size"):
+        args += ["--shm-size", req["shm_size"]]
+    for d in req.get("device_requests", []):
+        args += ["--gpus", str(d["count"])]
+    args += ["--stop-signal", req["stop_signal"], "--stop-timeout", str(req["stop_timeout"])]
+    for key, value in sorted(req["labels"].items()):
+        args += ["--label", f"{key}={value}"]
+    for m in plan.mounts:
+        args += ["--mount", f"type=bind,source={m.source},target={m.target}" + (",readonly" if m.read_only else "")]
+    args += ["--workdir", req["working_dir"]]
+    for key, value in plan.env.items():
+        args += ["-e", f"{key}={value}"]
+    for key in plan.secret_env:
+        args += ["-e", key]
+    args += [req["image"], *req["command"]]
+    return " ".join(shlex.quote(a) for a in args)

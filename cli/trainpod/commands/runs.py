@@ -1,0 +1,92 @@
+"""``trainpod runs list|status|logs|cancel``: runs recorded in the local run registry, on any backend."""
+
+from __future__ import annotations
+
+import click
+
+
+def _registry(obj: dict):  # noqa: ANN202 - RunRegistry, imported lazily
+    from trainpod.runs import RunRegistry
+    from trainpod.settings import load_settings
+
+    return RunRegistry(load_settings(obj.get("profile")).state_dir)
+
+
+def _overview(registry, live: bool) -> list[dict]:  # noqa: ANN001 - RunRegistry, imported lazily
+    """One row per run; a backend that cannot answer shows its error as the state instead of failing the list."""
+    from trainpod.backends.base import get_backend
+    from trainpod.errors import TrainpodError
+
+    rows = []
+    for h in registry.all():
+        state = "-"
+        if live:
+            try:
+                state = get_backend(h.backend).status(h).state
+            except (TrainpodError, ImportError) as exc:
+                state = f"? ({str(exc).splitlines()[0][:60]})"
+        rows.append({"run_id": h.run_id, "backend": h.backend, "preset": h.preset, "state": state,
+                     "created": h.created, "output": h.output})
+    return rows
+
+
+@click.group()
+def runs() -> None:
+    """List, inspect, tail and cancel runs launched from this machine."""
+
+
+@runs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--no-status", is_flag=True, help="Do not ask each backend for the live state (fast, offline).")
+@click.pass_obj
+def list_runs(obj: dict, as_json: bool, no_status: bool) -> None:
+    """Every recorded run, oldest first, with its live state."""
+    from trainpod.console import emit_json, emit_table
+
+    rows = _overview(_registry(obj), live=not no_status)
+    if as_json:
+        emit_json(rows)
+    else:
+        columns = ["run_id", "backend", "preset", "state", "created", "output"]
+        emit_table("runs", columns, [[r[c] for c in columns] for r in rows])
+
+
+@runs.command()
+@click.argument("run_id")
+@click.pass_obj
+def status(obj: dict, run_id: str) -> None:
+    """The live state of RUN_ID (unique prefixes work), as JSON."""
+    from trainpod.backends.base import get_backend
+    from trainpod.console import emit_json
+
+    handle = _registry(obj).get(run_id)
+    emit_json({"run_id": handle.run_id, "backend": handle.backend,
+               **get_backend(handle.backend).status(handle).model_dump(mode="json")})
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the run ends.")
+@click.pass_obj
+def logs(obj: dict, run_id: str, follow: bool) -> None:
+    """Print the training log of RUN_ID (secrets redacted)."""
+    from trainpod.backends.base import get_backend
+    from trainpod.redact import redact_text
+
+    handle = _registry(obj).get(run_id)
+    for line in get_backend(handle.backend).logs(handle, follow=follow):
+        click.echo(redact_text(line))
+
+
+@runs.command()
+@click.argument("run_id")
+@click.pass_obj
+def cancel(obj: dict, run_id: str) -> None:
+    """Stop RUN_ID: SIGTERM, wait for its checkpoint, clean up. Safe to repeat."""
+    from trainpod.backends.base import get_backend
+
+    registry = _registry(obj)
+    handle = registry.get(run_id)
+    get_backend(handle.backend).cancel(handle)
+    registry.save(handle)
+    click.echo(f"cancelled: {handle.run_id}")

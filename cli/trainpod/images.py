@@ -1,0 +1,480 @@
+"""Image plans: which Dockerfile, which build args, which files, which content-addressed tag; build and push.
+
+Why content addressing: the tag is ``<registry>/<repository>:<flavor>-<hash12>`` where the hash covers the
+Dockerfile, the dependency lock, every source file and every build arg. So ``build`` is a no-op when nothing
+changed (the tag already exists), ``push`` is skipped when the registry already has the tag, and a RunSpec that
+names an image names exactly the code it runs.
+
+Why trainpod assembles the build context itself (instead of ``docker build .``): the context must be small and
+deterministic — only pyproject, ``cli/``, ``trainer/``, ``profiles/`` and the lock, in sorted order with fixed
+mtimes and owners — so the same tree always hashes and caches the same, wherever it is checked out.
+
+Build-time helpers (an extra CA bundle for TLS-intercepting proxies, a local wheelhouse for air-gapped hosts)
+go into the context under ``build/`` and are used only by the builder stage; the final stage copies the
+virtualenv, so they never reach the image. They do not enter the tag either: they change how the image is
+fetched, not what it contains.
+
+:func:`image_plan` is pure (reads files, never talks to an engine); :func:`build` and :func:`push` use the
+docker SDK, imported lazily so ``trainpod --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainpod import __version__
+from trainpod.config.schema import Hardware
+from trainpod.errors import ConfigError, TrainpodError, UnsupportedError
+from trainpod.settings import Settings
+from trainpod.spec import git_commit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGES_DIR = REPO_ROOT / "images"
+LOCK_FILE = IMAGES_DIR / "requirements.lock"
+# What the container needs: the trainer's deps and S3 access. The launcher-only SDKs (docker, runpod) stay out.
+IMAGE_EXTRAS = ("train", "s3")
+# Local base image bootstrapped by scripts/docker-up.sh; CI on GitHub overrides it with python:3.11-slim.
+DEFAULT_CPU_BASE = "trainpod/base:bookworm"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# Source trees copied into the image (relative to the repo root) and what never goes in.
+SOURCE_ROOTS = ("pyproject.toml", "README.md", "cli/trainpod", "trainer/trainpod_trainer", "profiles")
+_EXCLUDE_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".git"}
+_EXCLUDE_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".tmp", ".swp", "~")
+FIXED_MTIME = 1_700_000_000  # any constant: the context must not depend on checkout time
+
+
+class ImagePlan(BaseModel):
+    """Everything ``docker build`` will be given, as data (printed by ``trainpod build --dry-run``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hardware_name: str
+    flavor: str
+    dockerfile: str = Field(description="host path of the Dockerfile (sent as 'Dockerfile' in the context)")
+    tag: str
+    content_hash: str
+    build_args: dict[str, str]
+    context_files: list[str] = Field(description="paths inside the build context, sorted")
+    ca_bundle: str | None = None
+    wheelhouse: list[str] = Field(default_factory=list, description="wheels from the local wheelhouse")
+    root: str = Field(description="repository root the source files are read from")
+
+    @property
+    def repository(self) -> str:
+        return self.tag.rsplit(":", 1)[0]
+
+    @property
+    def tag_name(self) -> str:
+        return self.tag.rsplit(":", 1)[1]
+
+    def display(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------------- the lock
+def derive_lock(extras: tuple[str, ...] = IMAGE_EXTRAS, root: Path = REPO_ROOT) -> str:
+    """A fully pinned requirements file for the image, derived from pyproject + the tested environment.
+
+    Walks the dependency closure of ``trainpod[extras]`` through the installed distributions' metadata
+    (markers evaluated for the image: Linux, this Python), pinning each to the version installed here — the
+    versions the test suite ran against. torch is left out: the Dockerfiles install the right torch build
+    (CPU wheel / CUDA index) in its own layer first. Regenerate with ``python -m trainpod.images lock``.
+    """
+    import importlib.metadata as md
+
+    import tomllib  # py3.11+; only used when regenerating the lock
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    optional = project.get("optional-dependencies", {})
+    env = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}
+
+    pins: dict[str, str] = {}
+    todo: list[tuple[Requirement, str]] = [(Requirement(r), "") for r in project["dependencies"]]
+    for extra in extras:
+        todo += [(Requirement(r), "") for r in optional[extra]]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker and not req.marker.evaluate({**env, "extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        if name == "trainpod":  # self-references such as trainpod[s3]
+            for sub in req.extras:
+                todo += [(Requirement(r), "") for r in optional[sub]]
+            continue
+        if name in pins or name == "torch":
+            if name == "torch":
+                pins.setdefault("torch", md.version("torch").split("+")[0])
+                todo += [(Requirement(r), "") for r in md.requires("torch") or []]
+            continue
+        try:
+            pins[name] = md.version(req.name)
+        except md.PackageNotFoundError:
+            raise ConfigError(f"cannot derive the image lock: '{req.name}' is not installed here",
+                              "install the dev extras (pip install -e .[dev]) and regenerate") from None
+        for sub in md.requires(req.name) or []:
+            sreq = Requirement(sub)
+            wanted = [e for e in req.extras] or [""]
+            if not sreq.marker or any(sreq.marker.evaluate({**env, "extra": e}) for e in wanted):
+                todo.append((Requirement(str(sreq).split(";")[0]), ""))
+    torch_version = pins.pop("torch")
+    lines = [
+        "# Generated by `python -m trainpod.images lock` from pyproject.toml extras "
+        f"{list(extras)} and the tested environment.",
+        f"# torch=={torch_version} is installed by the Dockerfile from the CPU wheel or the CUDA index.",
+        f"# torch-version: {torch_version}",
+    ]
+    lines += [f"{name}=={version}" for name, version in sorted(pins.items())]
+    return "\n".join(lines) + "\n"
+
+
+def torch_version(lock_text: str) -> str:
+    m = re.search(r"^# torch-version: (\S+)$", lock_text, re.M)
+    if not m:
+        raise ConfigError(f"{LOCK_FILE}: no '# torch-version:' line", "regenerate: python -m trainpod.images lock")
+    return m.group(1)
+
+
+# --------------------------------------------------------------------------------------------- planning
+def _source_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(path in context, host path) for every source file, without caches and editor droppings."""
+    for entry in SOURCE_ROOTS:
+        p = root / entry
+        if p.is_file():
+            yield f"src/{entry}", p
+            continue
+        if not p.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(p, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if d not in _EXCLUDE_PARTS and not d.endswith(_EXCLUDE_SUFFIXES))
+            for name in sorted(filenames):
+                if name.endswith(_EXCLUDE_SUFFIXES) or name.startswith(".#"):
+                    continue
+                full = Path(dirpath) / name
+                yield f"src/{full.relative_to(root).as_posix()}", full
+            # symlinked dirs (cli/trainpod/_defaults -> ../../profiles) are kept as links, not walked
+            for d in list(dirnames):
+                if (Path(dirpath) / d).is_symlink():
+                    dirnames.remove(d)
+                    full = Path(dirpath) / d
+                    yield f"src/{full.relative_to(root).as_posix()}", full
+
+
+def _default_ca_bundle() -> str | None:
+    for var in ("TRAINPOD_BUILD_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        val = os.environ.get(var)
+        if val and Path(val).is_file():
+            return val
+    return None
+
+
+def _default_wheelhouse() -> str | None:
+    val = os.environ.get("TRAINPOD_BUILD_WHEELHOUSE") or os.environ.get("PIP_FIND_LINKS")
+    return val if val and Path(val).is_dir() else None
+
+
+def image_plan(
+    hardware_name: str,
+    hardware: Hardware,
+    settings: Settings,
+    *,
+    base_image: str | None = None,
+    ca_bundle: str | None = None,
+    wheelhouse: str | None = None,
+    root: Path = REPO_ROOT,
+) -> ImagePlan:
+    """Plan the image for one hardware profile. Pure: reads the source tree, never an engine.
+
+    Base image precedence: ``base_image`` (``--base-image``) > settings (``TRAINPOD_BASE_IMAGE``) > the profile's
+    ``base_image`` > the flavor default. ``ca_bundle``/``wheelhouse`` default to ``PIP_CERT``-style variables.
+    """
+    if hardware.image == "none":
+        raise UnsupportedError(
+            f"hardware '{hardware_name}' has image = 'none': {hardware.name} is not reachable from a container",
+            "run it with --remote local",
+        )
+    flavor = hardware.image
+    dockerfile = root / "images" / f"Dockerfile.{flavor}"
+    lock_path = root / "images" / "requirements.lock"
+    for needed in (dockerfile, lock_path, root / "images" / "entrypoint.sh"):
+        if not needed.is_file():
+            raise ConfigError(f"{needed}: missing (needed to build the {flavor} image)")
+    lock_text = lock_path.read_text(encoding="utf-8")
+    tv = torch_version(lock_text)
+
+    if flavor == "cuda":
+        cuda = hardware.cuda_version or ""
+        base = base_image or settings.base_image or hardware.base_image or f"nvidia/cuda:{cuda}.1-runtime-ubuntu22.04"
+        index = hardware.torch_index_url or f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}"
+        args = {
+            "BASE_IMAGE": base,
+            "TORCH_VERSION": tv,
+            "TORCH_INDEX_URL": index,
+            "TORCH_CUDA_ARCH_LIST": hardware.cuda_arch_list or "",
+            "CUDA_VERSION": cuda,
+            "HARDWARE_ENV": " ".join(f"{k}={v}" for k, v in sorted(hardware.env.items())),
+        }
+    else:
+        base = base_image or settings.base_image or hardware.base_image or DEFAULT_CPU_BASE
+        args = {"BASE_IMAGE": base, "TORCH_VERSION": tv, "TORCH_INDEX_URL": hardware.torch_index_url or TORCH_CPU_INDEX,
+                "CUDA_VERSION": ""}
+    args |= {"TRAINPOD_VERSION": __version__, "HARDWARE": hardware_name}
+
+    ca = ca_bundle if ca_bundle is not None else _default_ca_bundle()
+    if ca and not Path(ca).is_file():
+        raise ConfigError(f"CA bundle {ca}: not a file", "pass --ca-bundle PATH or unset TRAINPOD_BUILD_CA_BUNDLE")
+    house = wheelhouse if wheelhouse is not None else _default_wheelhouse()
+    wheels = sorted(p.name for p in Path(house).glob("*.whl")) if house else []
+
+    files = _context_entries(root, flavor, ca, house, wheels)
+    digest = hashlib.sha256()
+    digest.update(f"trainpod-image-v1\0{flavor}\0".encode())
+    for key in sorted(args):
+        digest.update(f"arg\0{key}\0{args[key]}\0".encode())
+    for name, source in files:
+        if name.startswith("build/"):
+            continue  # fetch helpers: how deps are fetched, not what the image holds
+        digest.update(f"file\0{name}\0".encode())
+        digest.update(os.readlink(source).encode() if source.is_symlink() else source.read_bytes())
+    # which torch wheel the wheelhouse offers does change the image
+    digest.update("\0".join(w for w in wheels if w.startswith("torch-")).encode())
+    content_hash = digest.hexdigest()
+    # the commit is a label, not content: two commits with the same tree share one image
+    args["GIT_COMMIT"] = git_commit(root) or ""
+
+    repo = settings.image_repository
+    registry = (settings.registry or "").rstrip("/")
+    tag = f"{registry + '/' if registry else ''}{repo}:{flavor}-{content_hash[:12]}"
+    return ImagePlan(
+        hardware_name=hardware_name,
+        flavor=flavor,
+        dockerfile=str(dockerfile),
+        tag=tag,
+        content_hash=content_hash,
+        build_args=args,
+        context_files=sorted(name for name, _ in files),
+        ca_bundle=ca,
+        wheelhouse=[str(Path(house) / w) for w in wheels] if house else [],
+        root=str(root),
+    )
+
+
+def _context_entries(root: Path, flavor: str, ca: str | None, house: str | None, wheels: list[str]) -> list[tuple[str, Path]]:
+    images = root / "images"
+    entries = [
+        ("Dockerfile", images / f"Dockerfile.{flavor}"),
+        ("entrypoint.sh", images / "entrypoint.sh"),
+        ("healthcheck.sh", images / "healthcheck.sh"),
+        ("requirements.lock", images / "requirements.lock"),
+    ]
+    entries = [(n, p) for n, p in entries if p.is_file()]
+    entries += list(_source_files(root))
+    if ca:
+        entries.append(("build/ca/ca-bundle.crt", Path(ca)))
+    if house:
+        # only torch wheels: the rest comes from the index pinned by the lock
+        entries += [(f"build/wheels/{w}", Path(house) / w) for w in wheels if w.startswith("torch-")]
+    return sorted(entries)
+
+
+def write_context(plan: ImagePlan, out: IO[bytes]) -> int:
+    """Write the deterministic build context tar (fixed mtimes/owners, sorted) to ``out``; returns bytes."""
+    root = Path(plan.root)
+    entries = _context_entries(root, plan.flavor, plan.ca_bundle,
+                               str(Path(plan.wheelhouse[0]).parent) if plan.wheelhouse else None,
+                               [Path(w).name for w in plan.wheelhouse])
+    names = {n for n, _ in entries}
+    dirs = {"build", "build/ca", "build/wheels"}
+    for n in names:
+        parts = n.split("/")[:-1]
+        dirs |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in sorted(dirs):
+            info = _tarinfo(d, tarfile.DIRTYPE, 0o755)
+            tar.addfile(info)
+        for name, source in entries:
+            if source.is_symlink():
+                info = _tarinfo(name, tarfile.SYMTYPE, 0o777)
+                info.linkname = os.readlink(source)
+                tar.addfile(info)
+                continue
+            data = source.read_bytes()
+            mode = 0o755 if os.access(source, os.X_OK) and not name.startswith("build/") else 0o644
+            info = _tarinfo(name, tarfile.REGTYPE, mode)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.tell()
+
+
+def _tarinfo(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = kind, mode, FIXED_MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+# --------------------------------------------------------------------------------------------- engine
+def docker_client() -> Any:
+    """A docker SDK client from the environment (``DOCKER_HOST``), with a clear error when there is no engine."""
+    try:
+        import docker
+    except ImportError:
+        raise TrainpodError("the docker SDK is not installed", "pip install 'trainpod[docker]'") from None
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:  # the SDK raises several unrelated types for "no engine"
+        raise TrainpodError(f"cannot reach the Docker engine: {exc}",
+                            "start it (sudo bash scripts/docker-up.sh) or set DOCKER_HOST") from None
+    return client
+
+
+def image_exists(client: Any, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def build(plan: ImagePlan, *, client: Any = None, on_line: Callable[[str], None] | None = None,
+          force: bool = False) -> bool:
+    """Build ``plan.tag`` unless it exists. Returns True when an engine build ran.
+
+    Uses the classic builder with host networking (no bridge networks here); engine errors are raised
+    verbatim. ``on_line`` receives every line of build output (the CLI feeds a rich progress display).
+    """
+    client = client or docker_client()
+    if not force and image_exists(client, plan.tag):
+        return False
+    with tempfile.TemporaryFile() as ctx:
+        write_context(plan, ctx)
+        ctx.seek(0)
+        stream = client.api.build(
+            fileobj=ctx, custom_context=True, tag=plan.tag, buildargs=plan.build_args, network_mode="host",
+            rm=True, forcerm=True, pull=False, decode=True, dockerfile="Dockerfile",
+        )
+        tail: list[str] = []
+        for event in stream:
+            if "error" in event:
+                detail = event.get("errorDetail", {}).get("message") or event["error"]
+                raise TrainpodError(f"docker build failed: {detail.strip()}",
+                                    "last output:\n" + "".join(tail[-15:]) if tail else None)
+            text = event.get("stream")
+            if text:
+                tail.append(text)
+                if on_line:
+                    for line in text.splitlines():
+                        if line.strip():
+                            on_line(line)
+    if not image_exists(client, plan.tag):
+        raise TrainpodError(f"docker build finished but {plan.tag} does not exist", "".join(tail[-15:]))
+    return True
+
+
+def _auth(settings: Settings) -> dict[str, str] | None:
+    if settings.registry_username and settings.registry_password:
+        return {"username": settings.registry_username, "password": settings.registry_password.get_secret_value()}
+    return None
+
+
+def registry_has(client: Any, tag: str, settings: Settings) -> bool:
+    """Whether the registry already holds ``tag`` (asks the registry through the engine)."""
+    import docker.errors
+
+    try:
+        client.images.get_registry_data(tag, auth_config=_auth(settings))
+    except (docker.errors.NotFound, docker.errors.APIError):
+        return False
+    return True
+
+
+def push(plan: ImagePlan, settings: Settings, *, client: Any = None,
+         on_line: Callable[[str], None] | None = None) -> bool:
+    """Push ``plan.tag``; skipped (returns False) when the registry already has it."""
+    if not settings.registry:
+        raise ConfigError("no registry configured", "set TRAINPOD_REGISTRY (e.g. ghcr.io/you or 127.0.0.1:5000)")
+    client = client or docker_client()
+    if not image_exists(client, plan.tag):
+        raise TrainpodError(f"image {plan.tag} is not built", f"run: trainpod build --hardware {plan.hardware_name}")
+    if registry_has(client, plan.tag, settings):
+        return False
+    secret = settings.registry_password.get_secret_value() if settings.registry_password else None
+    for event in client.api.push(plan.repository, tag=plan.tag_name, stream=True, decode=True,
+                                 auth_config=_auth(settings)):
+        if "error" in event:
+            detail = event.get("errorDetail", {}).get("message") or event["error"]
+            if secret:
+                detail = detail.replace(secret, "***")
+            raise TrainpodError(f"docker push failed: {detail.strip()}",
+                                "check TRAINPOD_REGISTRY_USERNAME / TRAINPOD_REGISTRY_PASSWORD")
+        if on_line and event.get("status"):
+            on_line(f"{event.get('id', '')} {event['status']}".strip())
+    return True
+
+
+def resolve_hardware(target: str | None, hardware: str | None, config: str | None = None) -> tuple[str, Hardware]:
+    """``--hardware NAME`` or a preset's hardware (``trainpod build PRESET``); default: the ``cpu`` profile."""
+    from trainpod.config.loader import load_catalog
+
+    catalog = load_catalog(config)
+    if hardware and target:
+        raise ConfigError(f"give either a preset ({target!r}) or --hardware ({hardware!r}), not both")
+    if target and target not in catalog.table("hardware"):
+        name = catalog.get("presets", target).hardware
+    else:
+        name = hardware or target or "cpu"
+    return name, catalog.get("hardware", name)
+
+
+def build_and_push(target: str | None, *, hardware: str | None = None, settings: Settings, config: str | None = None,
+                   base_image: str | None = None, ca_bundle: str | None = None, wheelhouse: str | None = None,
+                   do_build: bool = True, do_push: bool = False, dry_run: bool = False,
+                   on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """What ``trainpod build`` / ``trainpod push`` do: plan, then (unless dry-run) build and/or push.
+
+    Returns the plan's display plus what happened (``built``/``pushed``: True, False = already there).
+    """
+    name, hw = resolve_hardware(target, hardware, config)
+    plan = image_plan(name, hw, settings, base_image=base_image, ca_bundle=ca_bundle, wheelhouse=wheelhouse)
+    result: dict[str, Any] = {"plan": plan.display()}
+    if dry_run:
+        return result
+    client = docker_client()
+    if do_build:
+        result["built"] = build(plan, client=client, on_line=on_line)
+    if do_push:
+        result["pushed"] = push(plan, settings, client=client, on_line=on_line)
+    return result
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m trainpod.images lock``: regenerate images/requirements.lock (atomically)."""
+    if argv != ["lock"]:
+        print("usage: python -m trainpod.images lock")
+        return 2
+    from trainpod.manifest import atomic_write_bytes
+
+    atomic_write_bytes(LOCK_FILE, derive_lock().encode())
+    print(f"wrote {LOCK_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_main(sys.argv[1:]))
