@@ -8,8 +8,11 @@ Design decisions (see issue 5):
 
 * **Sync by content, not mtime.** What a prefix holds is recorded in a manifest (path, size, sha256)
   at ``<prefix>/.trainpod/manifest.json``, written last. A push compares local (size, sha256) with
-  the remote manifest plus one LIST (so a deleted object is noticed): a fresh checkout that touched
-  every mtime re-uploads nothing, and a no-op push sends zero PUTs. Local hashes are cached by
+  the remote manifest alone — one GET, no LIST, since trainpod deletes the manifest before changing a
+  prefix and writes it after — so a fresh checkout that touched every mtime re-uploads nothing and a
+  no-op push sends zero PUTs (``verify=True`` adds a LIST to repair objects removed behind trainpod's
+  back). A file whose size differs from the manifest is uploaded at once and hashed while it
+  travels; only same-size files are hashed before deciding. Local hashes are cached by
   (path, size, mtime_ns, inode) under ``settings.state_dir``; the cache only saves time — a miss
   just re-hashes, so correctness never depends on mtime.
 * **Completeness marks.** Before anything changes under a prefix, its manifest is deleted; the new
@@ -216,22 +219,26 @@ class HashCache:
     def _key(st: os.stat_result) -> list[int]:
         return [st.st_size, st.st_mtime_ns, st.st_ino]
 
-    def sha256(self, path: Path) -> str:
-        st = path.stat()
-        name = str(path.resolve())
+    def lookup(self, name: str, st: os.stat_result) -> str | None:
+        """Cached sha256 for an absolute, resolved path with this stat, else None."""
+        hit = self._data.get(name)
+        return str(hit[3]) if hit and hit[:3] == self._key(st) else None
+
+    def store(self, name: str, st: os.stat_result, digest: str) -> None:
         with self._lock:
-            hit = self._data.get(name)
-        if hit and hit[:3] == self._key(st):
-            return str(hit[3])
-        digest = file_sha256(path)
-        self.remember(path, digest)
+            self._data[name] = [*self._key(st), digest]
+            self._dirty = True
+
+    def sha256(self, path: Path) -> str:
+        name, st = str(path.resolve()), path.stat()
+        digest = self.lookup(name, st)
+        if digest is None:
+            digest = file_sha256(path)
+            self.store(name, st, digest)
         return digest
 
     def remember(self, path: Path, digest: str) -> None:
-        st = path.stat()
-        with self._lock:
-            self._data[str(path.resolve())] = [*self._key(st), digest]
-            self._dirty = True
+        self.store(str(path.resolve()), path.stat(), digest)
 
     def save(self) -> None:
         if self._path is None or not self._dirty:
@@ -290,6 +297,10 @@ def s3_client(settings: Settings | None = None, *, workers: int = DEFAULT_WORKER
             connect_timeout=10,
             read_timeout=120,
             tcp_keepalive=True,
+            # Request checksums stay botocore's default (CRC per request, checked by S3); an
+            # S3-compatible store that rejects them takes botocore's own
+            # AWS_REQUEST_CHECKSUM_CALCULATION=when_required. End-to-end integrity does not depend
+            # on it: every download is checked against the manifest's sha256.
             # S3-compatible endpoints (MinIO, R2, RunPod volumes, moto) want path-style addressing
             s3={"addressing_style": "path"} if s.s3_endpoint_url else {},
         )
@@ -442,7 +453,8 @@ class Store:
         raise NotImplementedError
 
     def upload(self, local: Path, rel: str, *, sha256: str | None = None,
-               on_bytes: Callable[[int], None] | None = None) -> None:
+               on_bytes: Callable[[int], None] | None = None) -> str:
+        """Upload one file; returns its sha256 (computed on the way when not given)."""
         raise NotImplementedError
 
     def download(self, rel: str, local: Path, *, size: int | None = None, sha256: str | None = None,
@@ -497,16 +509,16 @@ class LocalStore(Store):
         atomic_write_bytes(self._p(rel), data)
 
     def upload(self, local: Path, rel: str, *, sha256: str | None = None,
-               on_bytes: Callable[[int], None] | None = None) -> None:
+               on_bytes: Callable[[int], None] | None = None) -> str:
         dst = self._p(rel)
-        if dst.exists() and os.path.samefile(local, dst):
-            return
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_name(dst)
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, dst)
+        if not (dst.exists() and os.path.samefile(local, dst)):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _tmp_name(dst)
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, dst)
         if on_bytes:
             on_bytes(dst.stat().st_size)
+        return sha256 or file_sha256(dst)
 
     def download(self, rel: str, local: Path, *, size: int | None = None, sha256: str | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> str:
@@ -596,22 +608,33 @@ class S3Store(Store):
                           f"PUT {self.uri_of(rel)}")
 
     def upload(self, local: Path, rel: str, *, sha256: str | None = None,
-               on_bytes: Callable[[int], None] | None = None) -> None:
+               on_bytes: Callable[[int], None] | None = None) -> str:
         key = self.loc.key(rel)
-        extra = {"Metadata": {"sha256": sha256}} if sha256 else {}
         size = local.stat().st_size
 
-        def put() -> None:
+        def put() -> str:
             if size < MULTIPART_THRESHOLD:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=local.read_bytes(), **extra)
+                body = local.read_bytes()
+                digest = sha256 or hashlib.sha256(body).hexdigest()
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata={"sha256": digest})
                 if on_bytes:
                     on_bytes(size)
-            else:
-                self.client.upload_file(str(local), self.bucket, key, ExtraArgs=extra or None,
-                                        Config=_transfer_config(), Callback=on_bytes)
+                return digest
+            # large: hash in a side thread while the parts travel (hashlib releases the GIL)
+            hashed: list[str] = [sha256] if sha256 else []
+            hasher = None if sha256 else threading.Thread(target=lambda: hashed.append(file_sha256(local)))
+            if hasher:
+                hasher.start()
+            try:
+                self.client.upload_file(str(local), self.bucket, key, Config=_transfer_config(), Callback=on_bytes,
+                                        ExtraArgs={"Metadata": {"sha256": sha256}} if sha256 else None)
+            finally:
+                if hasher:
+                    hasher.join()
+            return hashed[0]
 
         with _s3_errors(self.bucket, f"uploading {local} to {self.uri_of(rel)}"):
-            _with_retries(put, f"upload {self.uri_of(rel)}")
+            return str(_with_retries(put, f"upload {self.uri_of(rel)}"))
 
     def download(self, rel: str, local: Path, *, size: int | None = None, sha256: str | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> str:
@@ -714,18 +737,44 @@ def delete(uri: str, settings: Settings | None = None) -> None:
 
 
 # ======================================================================================= sync
-def _scan_local(root: Path, cache: HashCache, workers: int) -> dict[str, Entry]:
-    """Every file under ``root`` (except ``.trainpod/`` and temp files) with size and sha256."""
-    paths: list[Path] = []
-    for dirpath, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not (Path(dirpath) == root and d == META_DIR))
-        paths.extend(Path(dirpath) / n for n in sorted(files) if not n.startswith(TMP_PREFIX))
-    with ThreadPoolExecutor(max_workers=min(workers, 16)) as pool:
-        digests = list(pool.map(cache.sha256, paths))
-    return {
-        p.relative_to(root).as_posix(): Entry(p.relative_to(root).as_posix(), p.stat().st_size, d)
-        for p, d in zip(paths, digests, strict=True)
-    }
+def _scan_local(root: Path, cache: HashCache, workers: int,
+                hash_now: Callable[[str, int], bool] | None = None,
+                exclude: tuple[str, ...] = ()) -> dict[str, Entry]:
+    """Every file under ``root`` (except ``.trainpod/``, temp files and ``exclude`` prefixes) with
+    its size and sha256.
+
+    Cache hits cost one stat. A miss is hashed here only if ``hash_now(rel, size)`` says so (default:
+    always); otherwise its ``sha256`` stays None and whoever uploads it hashes it on the way.
+    """
+    base = root.resolve()
+    found: list[tuple[str, os.stat_result]] = []
+    for dirpath, dirs, files in os.walk(base):
+        rel_dir = os.path.relpath(dirpath, base)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirs[:] = sorted(d for d in dirs if not (not rel_dir and d == META_DIR))
+        for name in sorted(files):
+            if not name.startswith(TMP_PREFIX) and not (rel_dir + name).startswith(exclude):
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((rel_dir + name, os.stat(os.path.join(dirpath, name))))
+    out: dict[str, Entry] = {}
+    misses: list[tuple[str, os.stat_result]] = []
+    for rel, st in found:
+        digest = cache.lookup(str(base / rel), st)
+        if digest is None and (hash_now is None or hash_now(rel, st.st_size)):
+            misses.append((rel, st))
+        out[rel] = Entry(rel, st.st_size, digest)
+
+    def hash_one(item: tuple[str, os.stat_result]) -> Entry:
+        rel, st = item
+        digest = file_sha256(base / rel)
+        cache.store(str(base / rel), st, digest)
+        return Entry(rel, st.st_size, digest)
+
+    if misses:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, 8, len(misses)))) as pool:
+            for e in pool.map(hash_one, misses):
+                out[e.path] = e
+    return out
 
 
 def _manifest_of(entries: Iterable[Entry], **extra: Any) -> dict[str, Any]:
@@ -763,12 +812,17 @@ def _run_parallel(fn: Callable[[Any], Any], items: list[Any], workers: int) -> N
 
 
 def sync_up(local_dir: str | os.PathLike[str], uri: str, settings: Settings | None = None, *,
-            delete: bool = False, dry_run: bool = False, progress: bool = False,
-            workers: int = DEFAULT_WORKERS) -> SyncResult:
+            delete: bool = False, dry_run: bool = False, verify: bool = False, progress: bool = False,
+            workers: int = DEFAULT_WORKERS, exclude: Iterable[str] = (), last: Iterable[str] = ()) -> SyncResult:
     """Push a directory to a prefix: upload what differs by (size, sha256), then the manifest last.
 
+    The decision uses the remote manifest only (one GET). ``verify`` (and ``delete``) add one LIST,
+    so objects removed or truncated behind trainpod's back are re-uploaded / extra ones found.
     Without ``delete`` remote files that are not local stay, and stay in the manifest.
+    ``exclude``: relative path prefixes to leave out (e.g. ``checkpoints/``, shipped separately).
+    ``last``: relative paths uploaded after everything else, even the manifest (a run's ``DONE``).
     """
+    last = tuple(last)
     t0 = time.perf_counter()
     root = Path(local_dir).expanduser()
     if not root.is_dir():
@@ -776,46 +830,62 @@ def sync_up(local_dir: str | os.PathLike[str], uri: str, settings: Settings | No
     s = _settings(settings)
     store = open_store(uri, s, workers=workers)
     cache = HashCache(s.state_dir)
-    # the manifest GET and the LIST are independent round trips: overlap them with local hashing
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        remote_manifest_f = pool.submit(read_prefix_manifest, store)
-        listing_f = pool.submit(store.list)
-        local = _scan_local(root, cache, workers)
-        remote_manifest, listing = remote_manifest_f.result(), listing_f.result()
-    cache.save()
-    known = {f["path"]: f for f in (remote_manifest or {"files": []})["files"]}
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the LIST overlaps the manifest GET and the scan
+        listing_f = pool.submit(store.list) if (verify or delete) else None
+        remote_manifest = read_prefix_manifest(store)
+        known = {f["path"]: f for f in (remote_manifest or {"files": []})["files"]}
+        # only a file whose size matches the manifest can be unchanged: hash those now; hash the
+        # rest while uploading them (or now, on a dry run, which reports the manifest digest)
+        local = _scan_local(root, cache, workers,
+                            None if dry_run else (lambda rel, size: rel in last or ((k := known.get(rel)) is not None
+                                                                                    and k["size"] == size)),
+                            exclude=tuple(exclude))
+        listing = listing_f.result() if listing_f else None
     todo = [e for e in local.values()
             if not ((k := known.get(e.path)) and k["size"] == e.size and k["sha256"] == e.sha256
-                    and listing.get(e.path) == e.size)]
-    extra = sorted(p for p in listing if p not in local and not p.startswith(f"{META_DIR}/"))
-    to_delete = extra if delete else []
+                    and (listing is None or listing.get(e.path) == e.size))]
+    remote_only = sorted(p for p in (listing if listing is not None else known)
+                         if p not in local and not p.startswith((f"{META_DIR}/", *exclude)))
+    to_delete = remote_only if delete else []
     result = SyncResult(source=str(root), dest=store.uri, dry_run=dry_run,
                         transferred=[(e.path, e.size) for e in todo], deleted=to_delete,
                         unchanged=len(local) - len(todo), bytes=sum(e.size for e in todo))
-    final_entries = list(local.values())
-    if not delete:  # remote-only files stay and stay described (their hash known from the old manifest)
-        final_entries += [Entry(p, known[p]["size"], known[p]["sha256"]) for p in extra
-                          if p in known and known[p]["size"] == listing[p]]
-    manifest = _manifest_of(final_entries)
-    result.manifest_sha256 = manifest_digest(manifest)
-    if dry_run:
+    # remote-only files kept (no --delete) stay described, with the hash the old manifest knew
+    kept = [] if delete else [Entry(p, known[p]["size"], known[p]["sha256"]) for p in remote_only
+                              if p in known and (listing is None or listing.get(p) == known[p]["size"])]
+    changed = bool(todo or to_delete or remote_manifest is None
+                   or {f["path"] for f in remote_manifest["files"]} != set(local) | {e.path for e in kept})
+    if dry_run or not changed:
+        cache.save()
+        result.manifest_sha256 = manifest_digest(_manifest_of([*local.values(), *kept]))
         result.seconds = time.perf_counter() - t0
         return result
-    if todo or to_delete or remote_manifest is None or manifest_digest(remote_manifest) != result.manifest_sha256:
-        if remote_manifest is not None:  # the prefix is about to change: it is not complete until re-marked
-            store.delete([PREFIX_MANIFEST])
-        bar = _Progress(progress, f"push {store.uri}", result.bytes, len(todo))
-        try:
-            def up(e: Entry) -> None:
-                store.upload(root / e.path, e.path, sha256=e.sha256, on_bytes=bar.bytes)
-                bar.file_done()
+    if remote_manifest is not None:  # the prefix is about to change: it is not complete until re-marked
+        store.delete([PREFIX_MANIFEST])
+    bar = _Progress(progress, f"push {store.uri}", result.bytes, len(todo))
+    root_r = root.resolve()
+    try:
+        def up(e: Entry) -> None:
+            p = root_r / e.path
+            st = p.stat()
+            digest = store.upload(p, e.path, sha256=e.sha256, on_bytes=bar.bytes)
+            if e.sha256 is None:
+                cache.store(str(p), st, digest)
+                local[e.path] = Entry(e.path, e.size, digest)
+            bar.file_done()
 
-            _run_parallel(up, sorted(todo, key=lambda e: -e.size), workers)
-            if to_delete:
-                store.delete(to_delete)
-            store.write_bytes(PREFIX_MANIFEST, _encode(manifest))
-        finally:
-            bar.close()
+        _run_parallel(up, sorted((e for e in todo if e.path not in last), key=lambda e: -e.size), workers)
+        if to_delete:
+            store.delete(to_delete)
+        manifest = _manifest_of([*local.values(), *kept])
+        store.write_bytes(PREFIX_MANIFEST, _encode(manifest))
+        for e in todo:
+            if e.path in last:
+                up(e)
+    finally:
+        bar.close()
+        cache.save()
+    result.manifest_sha256 = manifest_digest(manifest)
     result.seconds = time.perf_counter() - t0
     return result
 

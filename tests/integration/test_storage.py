@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from trainpod import storage
 from trainpod.errors import TrainpodError
 from trainpod.manifest import checkpoint_name, write_manifest
@@ -90,6 +91,20 @@ def test_repush_touch_and_single_change_count_puts(s3, tmp_path):
     assert s3.proxy.counts["PUT"] == 2  # the file, then the manifest
 
 
+def test_run_outputs_exclude_checkpoints_and_done_goes_last(s3, tmp_path):
+    out = tmp_path / "out"
+    make_tree(out / "adapter", n=5)
+    make_checkpoint(out / "checkpoints", 3)
+    (out / "metadata.json").write_text("{}")
+    (out / "DONE").write_text("ok")
+    res = storage.sync_up(out, s3.uri("run"), exclude=("checkpoints/",), last=("DONE",))
+    assert not any(p.startswith("checkpoints/") for p, _ in res.transferred)
+    puts = [path for method, path in s3.proxy.log if method == "PUT"]
+    assert puts[-1].endswith("/run/DONE") and puts[-2].endswith("/run/.trainpod/manifest.json")
+    assert len(puts) == 5 + 1 + 1 + 1  # adapter files, metadata.json, manifest, DONE
+    assert storage.sync_up(out, s3.uri("run"), exclude=("checkpoints/",), last=("DONE",)).transferred == []
+
+
 def test_dry_run_moves_nothing_and_delete_prunes(s3, tmp_path):
     src = tmp_path / "src"
     make_tree(src, n=6)
@@ -105,6 +120,13 @@ def test_dry_run_moves_nothing_and_delete_prunes(s3, tmp_path):
     assert pruned.deleted == ["part-0/file-0000.bin"]
     listing = storage.list_uri(s3.uri("p"))
     assert len(listing["files"]) == 5 and all(f["sha256"] for f in listing["files"])
+
+    # an object removed behind trainpod's back: the manifest-only push trusts the manifest, --verify repairs
+    s3.client().delete_object(Bucket=s3.bucket, Key="p/part-1/file-0001.bin")
+    assert storage.sync_up(src, s3.uri("p")).transferred == []
+    s3.proxy.reset()
+    repaired = storage.sync_up(src, s3.uri("p"), verify=True)
+    assert repaired.transferred == [("part-1/file-0001.bin", 4097)] and s3.proxy.counts["PUT"] == 2
 
     # pull --delete removes local strays
     dst = tmp_path / "dst"

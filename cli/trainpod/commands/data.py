@@ -81,13 +81,15 @@ def data() -> None:
 @click.argument("local_dir", type=click.Path(file_okay=False))
 @click.argument("uri")
 @_with_common
+@click.option("--verify", is_flag=True,
+              help="Also list the destination and re-upload objects removed or changed behind trainpod's back.")
 @click.pass_obj
 def push(obj: dict, local_dir: str, uri: str, dry_run: bool, delete: bool, as_json: bool,
-         workers: int | None) -> None:
+         workers: int | None, verify: bool) -> None:
     """Upload LOCAL_DIR to URI: only files whose size or sha256 differ; the manifest last."""
     from trainpod.storage import DEFAULT_WORKERS, sync_up
 
-    result = sync_up(local_dir, uri, _settings(obj), delete=delete, dry_run=dry_run,
+    result = sync_up(local_dir, uri, _settings(obj), delete=delete, dry_run=dry_run, verify=verify,
                      progress=not as_json and sys.stderr.isatty(), workers=workers or DEFAULT_WORKERS)
     _report(result, as_json, "upload")
 
