@@ -13,7 +13,6 @@ import shutil
 import signal
 
 import pytest
-from trainpod.manifest import latest_complete, list_checkpoints, verify_dir
 
 from tests.fixtures.train import (
     CANARY,
@@ -24,6 +23,7 @@ from tests.fixtures.train import (
     wait_for,
     write_spec,
 )
+from trainpod.manifest import latest_complete, list_checkpoints, verify_dir
 
 pytestmark = pytest.mark.train
 
@@ -200,3 +200,16 @@ def _sample_dir():
     from trainpod.config.loader import load_catalog
 
     return load_catalog(use_cwd=False).datasets["sample"].path
+
+
+def test_full_finetune_writes_full_weights(tmp_path):
+    out = tmp_path / "out"
+    res = run_trainer(write_spec(out, "full-ft", finetune="full", max_steps=4, save_steps=2, eval_steps=2,
+                                 learning_rate=1e-3))
+    assert res.returncode == 0, res.stderr
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert not (out / "adapter_config.json").exists()
+    assert (out / "checkpoints" / "step-00000002" / "model.safetensors").is_file()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["model"]["finetune"] == "full" and meta["model"]["lora_rank"] is None
+    assert "trainable (100.00%)" in res.stderr

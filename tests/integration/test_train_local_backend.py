@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from trainpod.backends.local import SPEC_NAME, LocalBackend
 from trainpod.errors import UnsupportedError
 from trainpod.manifest import latest_complete

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from trainpod_trainer.data import (
     IGNORE,
     Batches,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from trainpod_trainer.metrics import corpus_bleu, lcs_length, rouge_l
 
 

@@ -25,7 +25,6 @@ from trainpod.manifest import (
     verify_dir,
     write_manifest,
 )
-
 from trainpod_trainer.model import load_weights, save_weights
 
 STATE_FILE = "trainer_state.json"

@@ -19,7 +19,6 @@ from typing import Any
 
 from trainpod.errors import TrainpodError
 from trainpod.spec import RunSpec
-
 from trainpod_trainer.data import collate, load_split, pack, render
 from trainpod_trainer.metrics import corpus_bleu, rouge_l
 

@@ -34,7 +34,6 @@ from trainpod.errors import TrainpodError
 from trainpod.manifest import atomic_write_bytes, checkpoint_name, list_checkpoints
 from trainpod.redact import RedactingFilter, redact_text
 from trainpod.spec import RunSpec, utcnow_iso
-
 from trainpod_trainer import checkpoint as ckpt
 from trainpod_trainer import exitcodes
 from trainpod_trainer.data import Batches, DataError, Position, load_split, pack, unpacked
@@ -196,7 +195,7 @@ class Run:
         import torch
 
         hw = self.cfg.hardware
-        ram = psutil.virtual_memory().percent
+        ram = ram_percent()
         rss_mb = psutil.Process().memory_info().rss / 2**20
         gpu = None
         if device.type == "cuda":
@@ -280,6 +279,28 @@ class Run:
         }
 
 
+def ram_percent() -> float:
+    """Memory use in % of what this process may use: the cgroup limit inside a container with a
+    memory limit (where the OOM killer acts long before the host is full), else the machine's RAM."""
+    import psutil
+
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit_text = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max":
+            break
+        limit = int(limit_text)
+        if 0 < limit < psutil.virtual_memory().total:
+            return 100.0 * usage / limit
+        break
+    return psutil.virtual_memory().percent
+
+
 def loss_sum(model: Any, batch: dict[str, Any], device: Any, amp: Any) -> tuple[Any, int]:
     """Sum of per-token cross-entropy over the batch's targets, and the number of targets.
 
@@ -308,12 +329,16 @@ def make_scheduler(optimizer: Any, kind: str, warmup: int, total: int) -> Any:
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
+    text = str(exc).lower()
     return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
 
 
-def train(spec: RunSpec) -> int:
-    """Run the whole story for ``spec``; returns an exit code from :mod:`exitcodes`."""
+def train(spec: RunSpec, sink: Sink | None = None) -> int:
+    """Run the whole story for ``spec``; returns an exit code from :mod:`exitcodes`.
+
+    ``sink`` receives complete checkpoints and the finished output (default: from storage.output).
+    """
     import contextlib
 
     import numpy as np
@@ -323,6 +348,8 @@ def train(spec: RunSpec) -> int:
 
     dist = Dist.from_env()
     run = Run(spec, dist)
+    if sink is not None:
+        run.sink = sink
     out = run.output
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,8 @@ def evaluate(output_dir: str, samples: int, split: str, data_dir: str | None, ma
     """Evaluate a finished run's OUTPUT_DIR; also writes OUTPUT_DIR/eval.json."""
     from pathlib import Path
 
-    from trainpod_trainer.evaluate import evaluate_output, write_report
-
     from trainpod.console import emit_json, emit_table
+    from trainpod_trainer.evaluate import evaluate_output, write_report
 
     report = evaluate_output(output_dir, samples=samples, split=split, data_dir=data_dir,
                              max_new_tokens=max_new_tokens)
