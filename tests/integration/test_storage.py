@@ -193,6 +193,23 @@ def test_uploader_retention_keeps_last_k_and_best(s3, tmp_path):
         up.submit(make_checkpoint(ckpts, 6))
 
 
+def test_uploader_close_respects_the_grace_period(s3, tmp_path):
+    ckpt = tmp_path / "ckpts" / checkpoint_name(7)
+    for i in range(12):
+        (ckpt / f"{i:02d}.bin").parent.mkdir(parents=True, exist_ok=True)
+        (ckpt / f"{i:02d}.bin").write_bytes(os.urandom(1000))
+    write_manifest(ckpt)
+    s3.proxy.faults.delay = 0.15  # ~1 s of uploads with 2 workers
+    up = storage.CheckpointUploader(s3.uri("g"), keep_last=2, workers=2)
+    up.submit(ckpt)
+    t0 = time.monotonic()
+    assert up.close(timeout=0.2) is False  # grace period too short: says so instead of blocking
+    assert time.monotonic() - t0 < 1.0
+    assert up.wait(timeout=30) is True  # the upload itself carries on and completes
+    s3.proxy.faults.delay = 0.0
+    assert storage.latest_complete_checkpoint(s3.uri("g")) == s3.uri("g/step-00000007")
+
+
 def test_uploader_to_local_directory_needs_no_bucket(tmp_path):
     ckpts = tmp_path / "train"
     dest = tmp_path / "out" / "checkpoints"
