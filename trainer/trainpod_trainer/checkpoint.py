@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,16 @@ class TrainerState:
     best_step: int | None = None
     last_val_loss: float | None = None
     evals_without_improvement: int = 0
-    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss) per step
+    last_loss: float | None = None  # per-step history is in logs/metrics.jsonl, not here
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> TrainerState:
+        # keys a newer/older trainer wrote but this one does not know are ignored, not fatal
         raw = json.loads(data)
-        raw["losses"] = [tuple(x) for x in raw.get("losses", [])]
-        return cls(**raw)
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
 
 def rng_state() -> dict[str, Any]:

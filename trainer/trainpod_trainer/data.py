@@ -1,9 +1,10 @@
 """Datasets: read jsonl splits, render prompts, tokenize, pack, and batch deterministically.
 
 Packing choice: documents are packed into rows of ``sequence_length`` tokens (best-fit decreasing),
-and each document restarts its ``position_ids`` at 0. With ``attention_mask=None`` transformers (>=
-4.53) turns restarting position ids into a block-diagonal causal mask for sdpa/eager attention, and
-flash-attention uses them as varlen boundaries, so attention never crosses a document boundary
+and each document restarts its ``position_ids`` at 0. With ``attention_mask=None`` transformers
+(>= 4.54, PR #39194) turns restarting position ids into a block-diagonal causal mask for sdpa and
+eager attention, and flash-attention uses them as varlen boundaries, so attention never crosses a
+document boundary
 (``tests/unit/test_trainer_data.py`` checks that a packed document's logits equal the logits of the
 same document alone). The targets are shifted *per document* here (the last token of a document has
 no target), so no token is ever trained to predict the next document's first token. Compared with

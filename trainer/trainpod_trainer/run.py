@@ -269,7 +269,7 @@ class Run:
                 "bf16": cfg.precision == "bf16",
             },
             "metadata": {"created": utcnow_iso(), "git_commit": spec.git_commit},
-            "final_train_loss": state.losses[-1][1] if state.losses else None,
+            "final_train_loss": state.last_loss,
             "final_val_loss": state.last_val_loss,
             "best_val_loss": state.best_val_loss,
             "best_step": state.best_step,
@@ -497,7 +497,7 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
             state.tokens_seen += real
             window_tokens += real
             session_tokens += real
-            state.losses.append((state.step, step_loss))
+            state.last_loss = step_loss
             state.elapsed_s = elapsed_base + time.monotonic() - session_start
             lr = scheduler.get_last_lr()[0]
 
@@ -577,7 +577,7 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
         meta = run.metadata(state, stats, tokens_per_s)
         atomic_write_bytes(out / METADATA_FILE, json.dumps(meta, indent=2).encode())
         write_status(out, state="succeeded", step=state.step, max_steps=total,
-                     loss=state.losses[-1][1] if state.losses else None, val_loss=state.last_val_loss,
+                     loss=state.last_loss, val_loss=state.last_val_loss,
                      exit_code=exitcodes.OK, run_id=spec.run_id)
         atomic_write_bytes(out / DONE_FILE, json.dumps({"run_id": spec.run_id, "step": state.step,
                                                         "finished": utcnow_iso()}).encode())
