@@ -997,8 +997,10 @@ def dataset_manifest_digest(uri: str, settings: Settings | None = None) -> str:
         saved = parse_manifest((p / PREFIX_MANIFEST).read_bytes()) if (p / PREFIX_MANIFEST).is_file() else None
         if saved is not None:
             return manifest_digest(saved)
-        s = _settings(None)
-        return manifest_digest(_manifest_of(_scan_local(p, HashCache(s.state_dir), DEFAULT_WORKERS).values()))
+        cache = HashCache(_settings(settings).state_dir)
+        entries = _scan_local(p, cache, DEFAULT_WORKERS).values()
+        cache.save()
+        return manifest_digest(_manifest_of(entries))
     manifest = read_prefix_manifest(open_store(uri, settings))
     if manifest is None:
         raise TrainpodError(f"{uri}: no dataset manifest ({PREFIX_MANIFEST})",
