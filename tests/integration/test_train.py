@@ -213,3 +213,12 @@ def test_full_finetune_writes_full_weights(tmp_path):
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["model"]["finetune"] == "full" and meta["model"]["lora_rank"] is None
     assert "trainable (100.00%)" in res.stderr
+
+
+def test_max_runtime_stops_after_a_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    res = run_trainer(write_spec(out, "max-runtime", max_runtime_minutes=0.0001))
+    assert res.returncode == STOPPED, res.stderr
+    assert "max_runtime_minutes = 0.0001 reached at step 1" in res.stderr
+    assert latest_complete(out / "checkpoints").name == "step-00000001"
+    assert json.loads((out / "status.json").read_text())["exit_code"] == STOPPED

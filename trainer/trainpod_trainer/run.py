@@ -552,6 +552,11 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
             run.memory_check(device)
             if _any_rank(run.stop_signal is not None, dist):
                 raise Stop(exitcodes.STOPPED, f"stopped by {run.stop_signal or 'signal'} at step {state.step}")
+            # --max-runtime for every backend (RunPod's pod watchdog is the backstop): this launch's wall time
+            if cfg.max_runtime_minutes and _any_rank(time.monotonic() - run.started > cfg.max_runtime_minutes * 60,
+                                                     dist):
+                raise Stop(exitcodes.STOPPED, f"max_runtime_minutes = {cfg.max_runtime_minutes:g} reached "
+                           f"at step {state.step}")
             if stop_early:
                 break
     except Stop as stop:
