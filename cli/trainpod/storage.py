@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 META_DIR = ".trainpod"
 PREFIX_MANIFEST = f"{META_DIR}/{MANIFEST_NAME}"  # manifest of a synced prefix (datasets, outputs)
 BEST_MARKER = f"{META_DIR}/best.json"  # which checkpoint is the best one (kept by retention)
+PUSH_MARKER = f"{META_DIR}/pushing"  # present while a push changes a prefix (no manifest then)
 TMP_PREFIX = ".tmp-"
 
 # Tuned on the loopback benchmark (benchmarks/s3_sync.py): small objects are latency bound, so many
@@ -861,7 +862,10 @@ def sync_up(local_dir: str | os.PathLike[str], uri: str, settings: Settings | No
         result.manifest_sha256 = manifest_digest(_manifest_of([*local.values(), *kept]))
         result.seconds = time.perf_counter() - t0
         return result
-    if remote_manifest is not None:  # the prefix is about to change: it is not complete until re-marked
+    # the prefix is about to change: mark it as being pushed, then drop the old manifest, so a pull in
+    # between (or after a killed push) refuses instead of taking a mix of old and new files
+    store.write_bytes(PUSH_MARKER, json.dumps({"started": datetime.now(timezone.utc).isoformat()}).encode())
+    if remote_manifest is not None:
         store.delete([PREFIX_MANIFEST])
     bar = _Progress(progress, f"push {store.uri}", result.bytes, len(todo))
     root_r = root.resolve()
@@ -880,6 +884,7 @@ def sync_up(local_dir: str | os.PathLike[str], uri: str, settings: Settings | No
             store.delete(to_delete)
         manifest = _manifest_of([*local.values(), *kept])
         store.write_bytes(PREFIX_MANIFEST, _encode(manifest))
+        store.delete([PUSH_MARKER])
         for e in todo:
             if e.path in last:
                 up(e)
@@ -909,6 +914,9 @@ def sync_down(uri: str, local_dir: str | os.PathLike[str], settings: Settings | 
         verified_by = "sha256"
     else:
         listing = store.list()
+        if PUSH_MARKER in listing:
+            raise TrainpodError(f"{store.uri}: a push to this prefix is in progress or was interrupted (no manifest)",
+                                f"wait for it, or re-run `trainpod data push LOCAL_DIR {store.uri}`")
         if not listing:
             raise TrainpodError(f"{store.uri}: nothing there (no objects, no manifest)",
                                 f"push it first: trainpod data push LOCAL_DIR {store.uri}")

@@ -70,7 +70,7 @@ def test_repush_touch_and_single_change_count_puts(s3, tmp_path):
     src = tmp_path / "src"
     make_tree(src, n=40)
     storage.sync_up(src, s3.uri("ds"))
-    assert s3.proxy.counts["PUT"] == 41  # 40 files + manifest
+    assert s3.proxy.counts["PUT"] == 42  # push marker, 40 files, manifest
 
     s3.proxy.reset()
     res = storage.sync_up(src, s3.uri("ds"))
@@ -88,7 +88,8 @@ def test_repush_touch_and_single_change_count_puts(s3, tmp_path):
     s3.proxy.reset()
     res = storage.sync_up(src, s3.uri("ds"))
     assert res.transferred == [("part-1/file-0004.bin", 7)]
-    assert s3.proxy.counts["PUT"] == 2  # the file, then the manifest
+    puts = [path.split("?")[0].split("/ds/", 1)[1] for method, path in s3.proxy.log if method == "PUT"]
+    assert puts == [".trainpod/pushing", "part-1/file-0004.bin", ".trainpod/manifest.json"]
 
 
 def test_run_outputs_exclude_checkpoints_and_done_goes_last(s3, tmp_path):
@@ -101,7 +102,7 @@ def test_run_outputs_exclude_checkpoints_and_done_goes_last(s3, tmp_path):
     assert not any(p.startswith("checkpoints/") for p, _ in res.transferred)
     puts = [path for method, path in s3.proxy.log if method == "PUT"]
     assert puts[-1].endswith("/run/DONE") and puts[-2].endswith("/run/.trainpod/manifest.json")
-    assert len(puts) == 5 + 1 + 1 + 1  # adapter files, metadata.json, manifest, DONE
+    assert len(puts) == 1 + 5 + 1 + 1 + 1  # push marker, adapter files, metadata.json, manifest, DONE
     assert storage.sync_up(out, s3.uri("run"), exclude=("checkpoints/",), last=("DONE",)).transferred == []
 
 
@@ -126,7 +127,8 @@ def test_dry_run_moves_nothing_and_delete_prunes(s3, tmp_path):
     assert storage.sync_up(src, s3.uri("p")).transferred == []
     s3.proxy.reset()
     repaired = storage.sync_up(src, s3.uri("p"), verify=True)
-    assert repaired.transferred == [("part-1/file-0001.bin", 4097)] and s3.proxy.counts["PUT"] == 2
+    assert repaired.transferred == [("part-1/file-0001.bin", 4097)]
+    assert s3.proxy.counts["PUT"] == 3  # push marker, the file, the manifest
 
     # pull --delete removes local strays
     dst = tmp_path / "dst"
@@ -229,6 +231,38 @@ up.submit(sys.argv[2])
 print("started", flush=True)
 up.close(timeout=300)
 """
+
+
+_PUSH_SCRIPT = """
+import sys
+from trainpod.storage import sync_up
+sync_up(sys.argv[1], sys.argv[2], workers=2)
+"""
+
+
+def test_push_killed_midway_is_refused_by_pull_until_redone(s3, tmp_path):
+    src = tmp_path / "src"
+    files = make_tree(src, n=60, size=1024)
+    storage.sync_up(src, s3.uri("d"))
+    for rel in list(files)[:40]:  # a new version of most files
+        files[rel] = b"v2" + files[rel]
+        (src / rel).write_bytes(files[rel])
+    s3.proxy.reset()
+    s3.proxy.faults.delay = 0.05
+    proc = subprocess.Popen([sys.executable, "-c", _PUSH_SCRIPT, str(src), s3.uri("d")], env=os.environ.copy())
+    deadline = time.monotonic() + 30
+    while s3.proxy.counts["PUT"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait(10)
+    s3.proxy.faults.delay = 0.0
+    with pytest.raises(TrainpodError, match="interrupted"):
+        storage.sync_down(s3.uri("d"), tmp_path / "dst")
+    with pytest.raises(TrainpodError, match="no dataset manifest"):
+        storage.dataset_manifest_digest(s3.uri("d"))
+    storage.sync_up(src, s3.uri("d"))
+    storage.sync_down(s3.uri("d"), tmp_path / "dst")
+    assert read_tree(tmp_path / "dst") == files
 
 
 def test_upload_killed_midway_leaves_nothing_complete(s3, tmp_path):
