@@ -92,28 +92,34 @@ def test_cli_launch_returns_trainer_exit_code(tmp_path):
     assert "cannot load tokenizer for base_model '/nonexistent/model'" in res.stdout
 
 
-def test_cancel_checkpoints_and_reports_cancelled(tmp_path):
+def test_cancel_checkpoints_then_cli_resume_finishes(tmp_path):
     backend = LocalBackend()
     settings = load_settings()
     out = tmp_path / "out"
-    # many steps so the run is still going when cancelled
-    plan = backend.plan(_spec(out, max_steps=2000, save_steps=1000, eval_steps=1000), settings)
-    handle = backend.submit(plan, settings)
+    sets = {"max_steps": 40, "save_steps": 1000, "eval_steps": 1000}
+    handle = backend.submit(backend.plan(_spec(out, **sets), settings), settings)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         st = backend.status(handle)
-        if st.state == "running" and (st.step or 0) >= 5:
+        if st.state == "running" and (st.step or 0) >= 3:
             break
         assert st.state in ("pending", "running"), st
-        time.sleep(0.2)
+        time.sleep(0.1)
     else:
         pytest.fail("run never got going")
     backend.cancel(handle)
     st = backend.status(handle)
     assert st.state == "cancelled" and st.exit_code == 3, st
     latest = latest_complete(out / "checkpoints")
-    assert latest is not None and int(latest.name.split("-")[1]) >= 5
-    lines = list(backend.logs(handle))
-    assert any("SIGTERM received" in line for line in lines)
+    assert latest is not None and 3 <= int(latest.name.split("-")[1]) < 40
+    assert any("SIGTERM received" in line for line in backend.logs(handle))
     backend.cancel(handle)  # idempotent on a finished run
     assert RunRegistry(settings.state_path).get(handle.run_id).extra["cancelled"] is True
+
+    res = subprocess.run(["trainpod", "launch", "smoke", "--remote", "local", "--resume", handle.run_id,
+                          *(f"--set={k}={v}" for k, v in sets.items())],
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"resumed from {latest}" in res.stdout and "done: 40 steps" in res.stdout
+    assert "SIGTERM received" not in res.stdout  # the stream starts where this attempt began
+    assert backend.status(RunRegistry(settings.state_path).get(handle.run_id)).state == "succeeded"

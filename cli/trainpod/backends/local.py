@@ -102,6 +102,8 @@ class LocalBackend:
                 env[name] = value
         # a resumed run must not report the previous attempt's status.json as its own
         (out / "status.json").unlink(missing_ok=True)
+        train_log = out / "logs" / "train.log"
+        log_offset = train_log.stat().st_size if train_log.exists() else 0  # a resumed run appends
         with open(out / "logs" / "launcher.log", "ab") as log:
             proc = subprocess.Popen(plan.command, cwd=out, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -109,7 +111,7 @@ class LocalBackend:
         handle = RunHandle(run_id=spec.run_id, backend=self.name, preset=spec.config.preset,
                            provider_id=str(proc.pid), output=str(out), created=utcnow_iso(),
                            extra={"started": time.time(), "command": plan.command,
-                                  "stop_grace_seconds": spec.stop_grace_seconds})
+                                  "stop_grace_seconds": spec.stop_grace_seconds, "log_offset": log_offset})
         RunRegistry(settings.state_path).save(handle)
         return handle
 
@@ -147,17 +149,19 @@ class LocalBackend:
 
     def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
         """Lines of logs/train.log (the launcher log until the trainer has opened it); with ``follow``,
-        keep tailing until the process has exited and the file is drained."""
+        start where this attempt began (a resumed run appends to the same file) and keep tailing until
+        the process has exited and the file is drained."""
         out = Path(handle.output) / "logs"
         pid = int(handle.provider_id or 0)
         launcher, train = out / "launcher.log", out / "train.log"
+        offset = int(handle.extra.get("log_offset", 0)) if follow else 0
         path = train if train.exists() else launcher
-        pos, buf = 0, b""
+        pos, buf = (offset if path == train else 0), b""
         draining = False  # the process has exited: read what is left, then stop
         while True:
             if path == launcher and train.exists():
                 # the trainer's own log starts here; the launcher log so far held only import noise
-                path, pos, buf = train, 0, b""
+                path, pos, buf = train, offset, b""
             chunk = b""
             if path.exists():
                 with path.open("rb") as fh:
