@@ -51,6 +51,7 @@ SOURCE_ROOTS = ("pyproject.toml", "README.md", "cli/trainpod", "trainer/trainpod
 _EXCLUDE_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".git"}
 _EXCLUDE_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".tmp", ".swp", "~")
 FIXED_MTIME = 1_700_000_000  # any constant: the context must not depend on checkout time
+CONTENT_LABEL = "dev.trainpod.content-hash"
 
 
 class ImagePlan(BaseModel):
@@ -252,6 +253,7 @@ def image_plan(
     content_hash = digest.hexdigest()
     # the commit is a label, not content: two commits with the same tree share one image
     args["GIT_COMMIT"] = git_commit(root) or ""
+    args["CONTENT_HASH"] = content_hash
 
     repo = settings.image_repository
     registry = (settings.registry or "").rstrip("/")
@@ -352,21 +354,28 @@ def image_exists(client: Any, tag: str) -> bool:
 
 
 def build(plan: ImagePlan, *, client: Any = None, on_line: Callable[[str], None] | None = None,
-          force: bool = False) -> bool:
+          force: bool = False, no_cache: bool = False) -> bool:
     """Build ``plan.tag`` unless it exists. Returns True when an engine build ran.
 
     Uses the classic builder with host networking (no bridge networks here); engine errors are raised
     verbatim. ``on_line`` receives every line of build output (the CLI feeds a rich progress display).
+    ``force`` builds even when the tag exists; ``no_cache`` also ignores the layer cache (a cold build).
     """
     client = client or docker_client()
     if not force and image_exists(client, plan.tag):
         return False
+    if not force:
+        # the same content under another name (e.g. built before TRAINPOD_REGISTRY was set): just tag it
+        same = client.images.list(filters={"label": f"{CONTENT_LABEL}={plan.content_hash}"})
+        if same:
+            same[0].tag(plan.repository, plan.tag_name)
+            return False
     with tempfile.TemporaryFile() as ctx:
         write_context(plan, ctx)
         ctx.seek(0)
         stream = client.api.build(
             fileobj=ctx, custom_context=True, tag=plan.tag, buildargs=plan.build_args, network_mode="host",
-            rm=True, forcerm=True, pull=False, decode=True, dockerfile="Dockerfile",
+            rm=True, forcerm=True, pull=False, decode=True, dockerfile="Dockerfile", nocache=no_cache,
         )
         tail: list[str] = []
         for event in stream:

@@ -15,6 +15,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -113,11 +114,15 @@ class DockerBackend:
         secret_env = sorted(var for field, var in SECRET_ENV.items() if field in settings.secrets())
 
         user = None if self.uid == 0 else f"{self.uid}:{self.gid}"
+        if user:
+            env["HOME"] = "/workspace"  # the invoking uid has no passwd entry (or home) inside the image
         labels = {
             f"{LABEL_PREFIX}.run-id": spec.run_id,
             f"{LABEL_PREFIX}.preset": spec.config.preset,
             f"{LABEL_PREFIX}.hardware": spec.config.hardware_name,
             f"{LABEL_PREFIX}.backend": self.name,
+            # the SDK's run() has no stop timeout; `trainpod runs cancel` reads the grace period from here
+            f"{LABEL_PREFIX}.stop-grace-seconds": f"{spec.stop_grace_seconds:g}",
         }
         request: dict[str, Any] = {
             "image": image,
@@ -127,7 +132,6 @@ class DockerBackend:
             "network_mode": "host",
             "labels": labels,
             "stop_signal": "SIGTERM",
-            "stop_timeout": int(spec.stop_grace_seconds),
         }
         if user:
             request["user"] = user
@@ -253,23 +257,26 @@ class DockerBackend:
     def cancel(self, handle: RunHandle) -> None:
         """SIGTERM, wait up to the grace period for the trainer's checkpoint, then remove. Idempotent.
 
-        Marks ``handle.extra["cancelled"]``; the caller saves the handle (``trainpod runs cancel`` does).
+        Marks ``handle.extra["cancelled"]`` and records it in the run registry, so a later ``status`` says
+        cancelled. The container is removed; its log stays in the output's ``logs/train.log``.
         """
         import docker.errors
 
         container = self._container(handle)
-        grace = float(handle.extra.get("stop_grace_seconds") or _grace_from_container(container))
-        if container is not None:
-            try:
-                container.stop(timeout=int(grace))
-                container.wait(timeout=grace + 30)
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                if "already in progress" not in str(exc):
-                    raise TrainpodError(f"docker could not stop {handle.run_id}: {exc}") from None
+        if container is None or not container.attrs.get("State", {}).get("Running"):
+            return  # gone or already finished: nothing to stop, and a finished run stays finished
         handle.extra["cancelled"] = True
+        _record_cancel(handle)
+        grace = float(handle.extra.get("stop_grace_seconds") or _grace_from_container(container))
+        try:
+            container.stop(timeout=int(grace))
+            container.wait(timeout=grace + 30)
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # removed concurrently: the goal is reached
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise TrainpodError(f"docker could not stop {handle.run_id}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -277,6 +284,14 @@ def _planned_tag(spec: RunSpec, settings: Settings) -> str:
     from trainpod.images import image_plan
 
     return image_plan(spec.config.hardware_name, spec.config.hardware, settings).tag
+
+
+def _record_cancel(handle: RunHandle) -> None:
+    """Persist the cancellation (a handle built by hand, not in the registry, keeps the in-memory flag only)."""
+    from trainpod.settings import load_settings
+
+    with contextlib.suppress(TrainpodError):
+        RunRegistry(load_settings().state_path).update(handle.run_id, cancelled=True, cancelled_at=utcnow_iso())
 
 
 def _host_output(handle: RunHandle) -> Path | None:
@@ -299,10 +314,9 @@ def _read_status_json(out: Path | None) -> dict[str, Any]:
     return result
 
 
-def _grace_from_container(container: Any | None) -> float:
-    if container is None:
-        return 0.0
-    return float(container.attrs.get("Config", {}).get("StopTimeout") or 60)
+def _grace_from_container(container: Any) -> float:
+    labels = container.attrs.get("Config", {}).get("Labels") or {}
+    return float(labels.get(f"{LABEL_PREFIX}.stop-grace-seconds") or 60)
 
 
 def _scrub(text: str, secrets: dict[str, str]) -> str:
@@ -323,7 +337,7 @@ def docker_run_line(plan: LaunchPlan, request: dict[str, Any] | None = None) -> 
         args += ["--shm-size", req["shm_size"]]
     for d in req.get("device_requests", []):
         args += ["--gpus", str(d["count"])]
-    args += ["--stop-signal", req["stop_signal"], "--stop-timeout", str(req["stop_timeout"])]
+    args += ["--stop-signal", req["stop_signal"]]
     for key, value in sorted(req["labels"].items()):
         args += ["--label", f"{key}={value}"]
     for m in plan.mounts:
