@@ -94,6 +94,15 @@ def output_location(settings: Settings, run_id: str, remote: str) -> str:
     return str((Path(settings.output_dir).expanduser()).resolve() / run_id)
 
 
+def image_for(cfg: TrainingConfig, settings: Settings, remote: str) -> str | None:
+    """The content-addressed image tag a containerised run uses (None for local runs)."""
+    if remote == "local" or cfg.hardware.image == "none":
+        return None  # docker/runpod plan() refuse image = 'none' with the reason
+    from trainpod.images import image_plan
+
+    return image_plan(cfg.hardware_name, cfg.hardware, settings).tag
+
+
 def prepare(req: LaunchRequest) -> Prepared:
     """Resolve everything and plan, without side effects (what ``--dry-run`` shows)."""
     settings = load_settings(req.profile, config=req.config, output_dir=req.output_dir)
@@ -113,6 +122,7 @@ def prepare(req: LaunchRequest) -> Prepared:
         git_commit=git_commit(),
         remote=remote,
         config=cfg,
+        image=image_for(cfg, settings, remote),
         storage=StorageURIs(dataset=cfg.dataset.path,
                             output=previous.output if previous else output_location(settings, run_id, remote)),
         launch=launch_shape(cfg),

@@ -68,3 +68,17 @@ def test_multi_node_uses_c10d_rendezvous():
         assert f"--rdzv-id={spec.run_id}" in argv and "--standalone" not in argv
     with pytest.raises(ValueError, match="node_rank 2 outside"):
         trainer_command(spec, node_rank=2)
+
+
+def test_runpod_pod_command_wraps_the_multi_gpu_launch_line():
+    from trainpod.backends.runpod import RunPodBackend
+    from trainpod.settings import Settings
+
+    spec = spec_for("oracle-rauru-2x4090").model_copy(update={
+        "remote": "runpod", "image": "registry.example/trainpod:cuda-abc",
+        "storage": StorageURIs(dataset="s3://d/x", output="s3://b/runs/r")})
+    plan = RunPodBackend().plan(spec, Settings(storage_uri="s3://b"))
+    assert plan.command[:4] == ["python", "-m", "trainpod.podside", "--"]
+    assert plan.command[4:9] == ["python", "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    assert plan.env["NCCL_P2P_DISABLE"] == "1" and plan.gpus == 2
+    assert "torch.distributed.run" in plan.provider_request["input"]["dockerArgs"]

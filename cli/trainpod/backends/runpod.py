@@ -37,6 +37,7 @@ from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
 from trainpod.backends.runpod_api import CloudType, PodRequest
 from trainpod.config.schema import TrainingConfig
 from trainpod.errors import ConfigError, UnsupportedError, available, did_you_mean
+from trainpod.launchcmd import trainer_command
 from trainpod.settings import Settings
 from trainpod.spec import RunSpec
 
@@ -44,7 +45,13 @@ from trainpod.spec import RunSpec
 # re-check against https://graphql-spec.runpod.io when RunPod adds a release.
 RUNPOD_CUDA_VERSIONS = ("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9")
 CLOUD_TYPES: tuple[CloudType, ...] = ("ALL", "SECURE", "COMMUNITY")
-POD_COMMAND = ["python", "-m", "trainpod.podside", "--", "python", "-m", "trainpod_trainer"]
+POD_SUPERVISOR = ["python", "-m", "trainpod.podside", "--"]
+
+
+def pod_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
+    """The supervisor wrapping the trainer's launch line (python, or torchrun for several GPUs)."""
+    argv, env = trainer_command(spec)
+    return [*POD_SUPERVISOR, *argv], env
 POD_NAME_PREFIX = "trainpod-"
 VOLUME_MOUNT = "/workspace"
 
@@ -182,7 +189,8 @@ class RunPodBackend:
         notes.insert(0, f"price: {price_source}")
         notes.append(f"CUDA floor {hw.cuda_version}: hosts with CUDA {', '.join(cuda)}")
 
-        env = self._env(spec, settings)
+        command, launch_env = pod_command(spec)
+        env = {**self._env(spec, settings), **launch_env}
         secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
         request = PodRequest(
             name=pod_name(spec.run_id),
@@ -194,7 +202,7 @@ class RunPodBackend:
             volume_gb=0,  # nothing lives on the pod: checkpoints stream to S3
             volume_mount_path=VOLUME_MOUNT,
             env={**env, **{n: "***" for n in secret_names}},
-            docker_args=shlex.join(POD_COMMAND),
+            docker_args=shlex.join(command),
             allowed_cuda_versions=cuda,
             bid_per_gpu=price if cfg.spot else None,
         )
@@ -224,7 +232,7 @@ class RunPodBackend:
             backend=self.name,
             run_id=spec.run_id,
             image=spec.image,
-            command=list(POD_COMMAND),
+            command=command,
             env=env,
             secret_env=secret_names,
             workdir=VOLUME_MOUNT,
