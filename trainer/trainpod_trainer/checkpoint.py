@@ -19,7 +19,6 @@ from typing import Any
 
 from trainpod.manifest import (
     atomic_write_bytes,
-    checkpoint_name,
     latest_complete,
     list_checkpoints,
     verify_dir,
@@ -149,6 +148,3 @@ def save_best(output: Path, model: Any, tokenizer: Any, step: int, val_loss: flo
     shutil.rmtree(old, ignore_errors=True)
     return best
 
-
-__all__ = ["TrainerState", "checkpoint_name", "find_resume", "load", "prune", "save", "save_best",
-           "rng_state", "set_rng_state"]

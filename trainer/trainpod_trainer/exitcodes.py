@@ -13,5 +13,3 @@ STOPPED = 3
 MEMORY = 4
 """The memory guard (RAM % / GPU % over the hardware profile's threshold) or an out-of-memory error
 stopped training after writing a checkpoint; use a smaller profile (batch, sequence length)."""
-
-NAMES = {OK: "ok", FAILED: "failed", BAD_INPUT: "bad-input", STOPPED: "stopped", MEMORY: "memory"}

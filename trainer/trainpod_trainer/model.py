@@ -17,8 +17,6 @@ from trainpod.errors import TrainpodError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 BUILTIN = "builtin:"
-# the files a LoRA output directory holds (peft's names)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def resolve_base_model(ref: str) -> str:
@@ -93,15 +91,6 @@ def load_model(config: TrainingConfig, device: Any) -> Any:
             target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM",
         ))
     return model.to(device)
-
-
-def trainable_state_dict(model: Any) -> dict[str, Any]:
-    """What a checkpoint must hold of the model: the adapter, or every weight for full fine-tuning."""
-    if hasattr(model, "peft_config"):
-        from peft import get_peft_model_state_dict
-
-        return get_peft_model_state_dict(model)
-    return model.state_dict()
 
 
 def save_weights(model: Any, directory: Path) -> None:

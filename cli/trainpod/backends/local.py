@@ -28,8 +28,8 @@ from trainpod.settings import Settings
 from trainpod.spec import RunSpec, utcnow_iso
 
 SPEC_NAME = "run_spec.launch.json"
-# exit codes of trainpod_trainer.exitcodes, repeated here so the CLI never imports the trainer
-_STOPPED, _MEMORY, _BAD_INPUT = 3, 4, 2
+# trainpod_trainer.exitcodes.STOPPED, repeated here so the CLI never imports the trainer
+_STOPPED = 3
 # processes started by this process: their real exit code is known without guessing
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
