@@ -167,6 +167,7 @@ class _Progress:
         self._total_files = total_files
         if not enabled or total_files == 0:
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -179,6 +180,7 @@ class _Progress:
         self._bar = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TextColumn("{task.fields[files]}"), TimeRemainingColumn(), transient=False,
+            console=Console(stderr=True),  # stdout stays clean for --json and pipes
         )
         self._task = self._bar.add_task(label, total=total_bytes, files=f"0/{total_files} files")
         self._bar.start()
@@ -866,7 +868,7 @@ def sync_up(local_dir: str | os.PathLike[str], uri: str, settings: Settings | No
     store.write_bytes(PUSH_MARKER, json.dumps({"started": datetime.now(timezone.utc).isoformat()}).encode())
     if remote_manifest is not None:
         store.delete([PREFIX_MANIFEST])
-    bar = _Progress(progress, f"push {store.uri}", result.bytes, len(todo))
+    bar = _Progress(progress, "push", result.bytes, len(todo))
     root_r = root.resolve()
     try:
         def up(e: Entry) -> None:
@@ -952,7 +954,7 @@ def sync_down(uri: str, local_dir: str | os.PathLike[str], settings: Settings | 
     marker = root / PREFIX_MANIFEST
     if todo or to_delete:
         marker.unlink(missing_ok=True)
-    bar = _Progress(progress, f"pull {store.uri}", result.bytes, len(todo))
+    bar = _Progress(progress, "pull", result.bytes, len(todo))
     try:
         def down(e: Entry) -> None:
             got = store.download(e.path, root / e.path, size=e.size, sha256=e.sha256, on_bytes=bar.bytes)

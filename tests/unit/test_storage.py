@@ -133,3 +133,12 @@ def test_local_markers(tmp_path):
     assert storage.exists(done) and storage.read_bytes(done) == b"ok"
     storage.delete(done)
     assert not storage.exists(done)
+
+
+def test_progress_goes_to_stderr_and_counts_files(tmp_path, capsys):
+    src = tmp_path / "src"
+    tree(src, n=4)
+    res = storage.sync_up(src, str(tmp_path / "dest"), progress=True)
+    out, err = capsys.readouterr()
+    assert len(res.transferred) == 4 and out == ""
+    assert "4/4 files" in err
