@@ -14,7 +14,7 @@ import pytest
 
 from trainpod import storage
 from trainpod.errors import TrainpodError
-from trainpod.manifest import checkpoint_name, write_manifest
+from trainpod.manifest import checkpoint_name, verify_dir, write_manifest
 
 pytestmark = pytest.mark.s3
 
@@ -168,6 +168,7 @@ def test_latest_complete_checkpoint_skips_partial_and_truncated(s3, tmp_path):
 
     local = storage.download_checkpoint(s3.uri("run/checkpoints/step-00000010"), tmp_path / "resume")
     assert read_tree(local) == read_tree(ckpts / "step-00000010")
+    assert verify_dir(local) == []  # the trainer's own check accepts the downloaded copy
     with pytest.raises(TrainpodError, match="incomplete"):
         storage.download_checkpoint(s3.uri("run/checkpoints/step-00000020"), tmp_path / "bad")
 
