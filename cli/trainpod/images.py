@@ -210,7 +210,8 @@ def image_plan(
     lock_path = root / "images" / "requirements.lock"
     for needed in (dockerfile, lock_path, root / "images" / "entrypoint.sh"):
         if not needed.is_file():
-            raise ConfigError(f"{needed}: missing (needed to build the {flavor} image)")
+            raise ConfigError(f"{needed}: missing (needed to build the {flavor} image)",
+                              "trainpod build runs from a source checkout of trainpod (images/ next to cli/)")
     lock_text = lock_path.read_text(encoding="utf-8")
     tv = torch_version(lock_text)
 

@@ -154,3 +154,28 @@ def test_plan_without_image_uses_content_addressed_tag(make_spec) -> None:
     plan = DockerBackend(uid=1000, gid=1000, cpus=8).plan(spec, _settings(registry="127.0.0.1:5055"))
     assert plan.image is not None and plan.image.startswith("127.0.0.1:5055/trainpod:cpu-")
     assert len(plan.image.rsplit("-", 1)[1]) == 12
+
+
+def test_planning_imports_no_docker_sdk() -> None:
+    """``launch --remote docker --dry-run`` and ``build --dry-run`` must not load the docker SDK (or torch)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from trainpod.backends.base import get_backend\n"
+        "from trainpod.config.loader import load_catalog\n"
+        "from trainpod.settings import Settings\n"
+        "from trainpod.spec import RunSpec, StorageURIs\n"
+        "from trainpod import images\n"
+        "cat = load_catalog(use_cwd=False)\n"
+        "cfg = cat.resolve('smoke')\n"
+        "spec = RunSpec(run_id='smoke-x-1', created='2026-01-01T00:00:00+00:00', remote='docker', config=cfg,\n"
+        "               storage=StorageURIs(dataset='/d', output='/o'))\n"
+        "get_backend('docker').plan(spec, Settings(state_dir='/s')).display()\n"
+        "images.image_plan('cloud-rtx-4090', cat.get('hardware', 'cloud-rtx-4090'), Settings())\n"
+        "print(sorted(m for m in ('docker', 'torch', 'transformers', 'boto3') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 _TARGET_HELP = "PRESET or hardware NAME (default: the 'cpu' hardware profile)."
 
 
-def _options(fn):  # the options build and push share
+def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``build`` and ``push`` share (one plan, so one set of inputs)."""
     fn = click.option("--hardware", help="Hardware profile to build for (instead of a preset).")(fn)
     fn = click.option("--base-image", help="Override the base image (e.g. python:3.11-slim).")(fn)
     fn = click.option("--ca-bundle", type=click.Path(dir_okay=False),

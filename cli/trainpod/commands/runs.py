@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
+if TYPE_CHECKING:
+    from trainpod.runs import RunRegistry
 
-def _registry(obj: dict):  # noqa: ANN202 - RunRegistry, imported lazily
+
+def _registry(obj: dict) -> RunRegistry:
     from trainpod.runs import RunRegistry
     from trainpod.settings import load_settings
 
     return RunRegistry(load_settings(obj.get("profile")).state_dir)
 
 
-def _overview(registry, live: bool) -> list[dict]:  # noqa: ANN001 - RunRegistry, imported lazily
+def _overview(registry: RunRegistry, live: bool) -> list[dict[str, Any]]:
     """One row per run; a backend that cannot answer shows its error as the state instead of failing the list."""
     from trainpod.backends.base import get_backend
     from trainpod.errors import TrainpodError
