@@ -133,8 +133,21 @@ def prepare(req: LaunchRequest) -> Prepared:
     return Prepared(settings, catalog, cfg, spec, backend, plan)
 
 
-def submit(prep: Prepared) -> RunHandle:
-    return prep.backend.submit(prep.plan, prep.settings)
+def pin_dataset(prep: Prepared) -> Prepared:
+    """Record what data the run trains on (the dataset's manifest digest) and re-plan.
+
+    Done at submit, not in the dry-run, because an s3:// dataset needs a request to read its manifest.
+    """
+    from trainpod.storage import dataset_manifest_digest
+
+    digest = dataset_manifest_digest(prep.spec.storage.dataset, prep.settings)
+    spec = prep.spec.model_copy(update={"dataset_manifest_sha256": digest})
+    return Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend, prep.backend.plan(spec, prep.settings))
+
+
+def submit(prep: Prepared) -> tuple[Prepared, RunHandle]:
+    prep = pin_dataset(prep)
+    return prep, prep.backend.submit(prep.plan, prep.settings)
 
 
 def follow(backend: Backend, handle: RunHandle) -> Iterator[str]:

@@ -47,7 +47,7 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
             if line is not None:
                 click.echo("\n# equivalent command:\n" + line(prep.plan), err=False)
         return
-    handle = launcher.submit(prep)
+    prep, handle = launcher.submit(prep)
     click.echo(f"run {handle.run_id} submitted ({handle.backend}); output: {handle.output}", err=True)
     if detach:
         click.echo(f"follow with: trainpod runs logs -f {handle.run_id}", err=True)
