@@ -24,6 +24,7 @@ from tests.fixtures.train import (
     write_spec,
 )
 from trainpod.manifest import latest_complete, list_checkpoints, verify_dir
+from trainpod_trainer.sink import Sink
 
 pytestmark = pytest.mark.train
 
@@ -222,3 +223,29 @@ def test_max_runtime_stops_after_a_checkpoint(tmp_path):
     assert "max_runtime_minutes = 0.0001 reached at step 1" in res.stderr
     assert latest_complete(out / "checkpoints").name == "step-00000001"
     assert json.loads((out / "status.json").read_text())["exit_code"] == STOPPED
+
+
+class RecordingSink(Sink):
+    """A real Sink (the seam the S3 uploader plugs into) that records what it was handed."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, bool]] = []
+
+    def on_checkpoint(self, path):
+        self.events.append(("checkpoint", path.name, not verify_dir(path)))
+
+    def on_finish(self, output_dir):
+        self.events.append(("finish", output_dir.name, (output_dir / "DONE").is_file()))
+
+
+def test_sink_gets_complete_checkpoints_then_finish(tmp_path):
+    from trainpod.spec import RunSpec
+    from trainpod_trainer.run import train
+
+    out = tmp_path / "out"
+    spec = RunSpec.load(write_spec(out, "sink-run", max_steps=4, save_steps=2, eval_steps=4))
+    sink = RecordingSink()
+    before = signal.getsignal(signal.SIGINT)
+    assert train(spec, sink=sink) == 0
+    assert sink.events == [("checkpoint", "step-00000002", True), ("finish", "out", True)]
+    assert signal.getsignal(signal.SIGINT) is before  # train() leaves the process's handlers as it found them

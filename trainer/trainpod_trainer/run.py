@@ -153,6 +153,7 @@ class Run:
         self.started = time.monotonic()
         self.peak_mem_mb = 0.0
         self.tb: Any = None
+        self.previous_handlers: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:
@@ -160,8 +161,13 @@ class Run:
             self.stop_signal = signal.Signals(signum).name
             log.warning("%s received: finishing the current step, then checkpointing", self.stop_signal)
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        self.previous_handlers = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore_signal_handlers(self) -> None:
+        """train() is also a library call (benchmarks, the S3 wiring): leave the process as it was."""
+        for sig, previous in self.previous_handlers.items():
+            signal.signal(sig, previous)
+        self.previous_handlers = {}
 
     # ------------------------------------------------------------------ pieces
     def prepare_data(self, tokenizer: Any) -> tuple[Batches, list, Any]:
@@ -339,12 +345,8 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
 
     ``sink`` receives complete checkpoints and the finished output (default: from storage.output).
     """
-    import contextlib
 
-    import numpy as np
-    import torch
 
-    from trainpod_trainer.model import load_model, load_tokenizer, save_weights
 
     dist = Dist.from_env()
     run = Run(spec, dist)
@@ -358,6 +360,22 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
         log.info("%s exists: run %s already finished, nothing to do", out / DONE_FILE, spec.run_id)
         return exitcodes.OK
     run.install_signal_handlers()
+    try:
+        return _train(run, dist)
+    finally:
+        _close(run)
+
+
+def _train(run: Run, dist: Dist) -> int:
+    """The story after setup; ``train`` owns setup and teardown."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    from trainpod_trainer.model import load_model, load_tokenizer, save_weights
+
+    spec, out = run.spec, run.output
     cfg, hp = run.cfg, run.hp
     if dist.main:
         spec.write(out / SPEC_FILE)  # makes the output self-describing (for `trainpod evaluate`)
@@ -569,7 +587,6 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
             log.error("%s; %s; resume with `trainpod launch %s --resume %s`", reason, where, cfg.preset, spec.run_id)
             write_status(out, state="stopped", step=state.step, max_steps=total, exit_code=code,
                          reason=redact_text(reason), run_id=spec.run_id)
-        _close(run)
         return code
 
     # ---------------------------------------------------------------- final outputs
@@ -589,7 +606,6 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
         log.info("done: %d steps in %.1fs, %.0f tokens/s, final val loss %s, outputs in %s", state.step,
                  state.elapsed_s, tokens_per_s, f"{state.last_val_loss:.4f}" if state.last_val_loss else "n/a", out)
         run.sink.on_finish(out)
-    _close(run)
     return exitcodes.OK
 
 
@@ -606,6 +622,7 @@ def _any_rank(flag: bool, dist: Dist) -> bool:
 
 
 def _close(run: Run) -> None:
+    run.restore_signal_handlers()
     if run.tb is not None:
         run.tb.close()
     import torch.distributed as tdist

@@ -18,7 +18,8 @@ class Sink:
         """``path`` is a complete checkpoint directory (manifest written last)."""
 
     def on_finish(self, output_dir: Path) -> None:
-        """``output_dir`` holds the final artefacts, metadata.json and DONE."""
+        """``output_dir`` holds the final artefacts, metadata.json and DONE; a remote sink ships DONE
+        last, since its presence means "finished" to every reader."""
 
 
 class LocalSink(Sink):
