@@ -154,3 +154,15 @@ def test_build_cli_dry_run_touches_no_engine(monkeypatch, tmp_path) -> None:
     assert plan["build_args"]["TORCH_CUDA_ARCH_LIST"] == "8.9"
     assert plan["build_args"]["HARDWARE_ENV"] == "NCCL_IB_DISABLE=1 NCCL_P2P_DISABLE=1"
     assert plan["tag"].startswith("trainpod:cuda-")
+
+
+def test_entrypoint_exports_hardware_env_without_overriding(docker_env, cpu_image, tmp_path) -> None:
+    """CUDA images bake the profile's env (NCCL settings) into /etc/trainpod/hardware.env; explicit env wins."""
+    hwenv = tmp_path / "hardware.env"
+    hwenv.write_text("export NCCL_P2P_DISABLE=1\nexport NCCL_IB_DISABLE=1\n")
+    hwenv.chmod(0o644)
+    out = docker_env.client().containers.run(
+        cpu_image.tag, ["sh", "-c", 'echo "$NCCL_P2P_DISABLE $NCCL_IB_DISABLE"'], network_mode="host", remove=True,
+        environment={"NCCL_IB_DISABLE": "0"},
+        volumes={str(hwenv): {"bind": "/etc/trainpod/hardware.env", "mode": "ro"}})
+    assert out.decode().strip() == "1 0"
