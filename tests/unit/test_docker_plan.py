@@ -179,3 +179,26 @@ def test_planning_imports_no_docker_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_image_lock_covers_pyproject() -> None:
+    """Every requirement of trainpod + the image extras is pinned in images/requirements.lock (torch aside)."""
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from trainpod import images
+
+    project = tomllib.loads((images.REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    for extra in images.IMAGE_EXTRAS:
+        wanted += [Requirement(r) for r in project["optional-dependencies"][extra]]
+    lock = images.LOCK_FILE.read_text()
+    pins = dict(line.split("==", 1) for line in lock.splitlines() if line and not line.startswith("#"))
+    pins = {canonicalize_name(k): v for k, v in pins.items()}
+    env = {"python_version": "3.11", "sys_platform": "linux"}
+    missing = [str(r) for r in wanted if (not r.marker or r.marker.evaluate(env))
+               and canonicalize_name(r.name) not in {"torch", "trainpod"}
+               and (canonicalize_name(r.name) not in pins or pins[canonicalize_name(r.name)] not in r.specifier)]
+    assert not missing, f"images/requirements.lock is stale for {missing}: run `python -m trainpod.images lock`"
+    assert images.torch_version(lock)
