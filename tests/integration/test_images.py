@@ -150,7 +150,7 @@ def test_build_cli_dry_run_touches_no_engine(monkeypatch, tmp_path) -> None:
     assert "src/trainer/trainpod_trainer/__main__.py" in plan["context_files"]
     result = CliRunner().invoke(cli, ["build", "--hardware", "cloud-2x-rtx-4090", "--dry-run", "--json"])
     plan = json.loads(result.output)["plan"]
-    assert plan["build_args"]["BASE_IMAGE"] == "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
+    assert plan["build_args"]["BASE_IMAGE"] == "nvidia/cuda:12.8.1-runtime-ubuntu22.04"
     assert plan["build_args"]["TORCH_CUDA_ARCH_LIST"] == "8.9"
     assert plan["build_args"]["HARDWARE_ENV"] == "NCCL_IB_DISABLE=1 NCCL_P2P_DISABLE=1"
     assert plan["tag"].startswith("trainpod:cuda-")

@@ -44,7 +44,7 @@ def test_submit_rents_the_pod_with_secrets_filled_in_and_records_the_run(backend
     assert pod.env["AWS_SECRET_ACCESS_KEY"] == settings.aws_secret_access_key.get_secret_value()
     assert RunSpec.from_json(pod.env["TRAINPOD_RUN_SPEC"]) == plan.spec
     assert pod.gpu_type_id == "NVIDIA GeForce RTX 4090" and pod.cloud_type == "COMMUNITY"
-    assert pod.request["allowedCudaVersions"][0] == "12.4" and pod.name.endswith("-a0")
+    assert pod.request["allowedCudaVersions"][0] == "12.8" and pod.name.endswith("-a0")
     saved = RunRegistry(settings.state_path).get(plan.run_id)
     assert saved.provider_id == pod.id and saved.extra["price_source"] == "RunPod API gpuTypes"
     assert saved.extra["started"] and saved.extra["cost_per_hr"] == 0.34

@@ -43,8 +43,8 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
         {"gpu_type_id": "NVIDIA GeForce RTX 4090", "cloud_type": "COMMUNITY"},
         {"gpu_type_id": "NVIDIA RTX A6000", "cloud_type": "COMMUNITY"},
     ]
-    assert req["cuda_floor"] == "12.4"
-    assert req["allowed_cuda_versions"] == ["12.4", "12.5", "12.6", "12.7", "12.8", "12.9"]
+    assert req["cuda_floor"] == "12.8"
+    assert req["allowed_cuda_versions"] == ["12.8", "12.9"]
     assert req["price_per_gpu_hour"] == 0.69 and req["price_source"].startswith("profile price_per_gpu_hour")
     assert req["expected_hours"] == 4.0
     assert plan.estimated_cost_usd == 2.76  # $0.69 x 1 GPU x 240 min
@@ -77,7 +77,7 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
         'supportPublicIp: false, env: [{key: "TRAINPOD_RUN_SPEC", value: <SPEC>}, {key: "TRAINPOD_STOP_GRACE_SECONDS", value: "60"}, '
         '{key: "PYTHONUNBUFFERED", value: "1"}, {key: "AWS_REGION", value: "eu-west-1"}, '
         '{key: "AWS_ACCESS_KEY_ID", value: "AKIAEXAMPLE"}, {key: "AWS_SECRET_ACCESS_KEY", value: "***"}], '
-        'allowedCudaVersions: ["12.4", "12.5", "12.6", "12.7", "12.8", "12.9"]}) '
+        'allowedCudaVersions: ["12.8", "12.9"]}) '
         '{ id name desiredStatus imageName gpuCount costPerHr lastStatusChange runtime { uptimeInSeconds } } }'
     )
 
@@ -89,7 +89,7 @@ def test_dry_run_snapshot_oracle_rauru_a100():
         {"gpu_type_id": "NVIDIA A100 80GB PCIe", "cloud_type": "SECURE"},
         {"gpu_type_id": "NVIDIA A100-SXM4-80GB", "cloud_type": "SECURE"},
     ]
-    assert req["cuda_floor"] == "12.4" and req["allowed_cuda_versions"][0] == "12.4"
+    assert req["cuda_floor"] == "12.8" and req["allowed_cuda_versions"][0] == "12.8"
     assert plan.estimated_cost_usd == 7.16  # $1.79 x 1 x 4 h, under max_cost_usd 12
     assert req["input"]["containerDiskInGb"] == 60
     assert plan.secret_env == []
