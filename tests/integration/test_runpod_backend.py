@@ -141,8 +141,12 @@ def test_sweep_finds_done_unknown_and_over_limit_pods(backend, s3, fake_runpod):
     assert notebook.id not in report
     assert not any(i.terminated for i in report.values())  # listing only, without --yes
 
+    # a pod this machine does not know may be a teammate's live run: kept unless asked for
     swept = {i.pod_id for i in sweep(settings, terminate=True) if i.terminated}
-    assert swept == {done.provider_id, ghost.id, over.provider_id}
+    assert swept == {done.provider_id, over.provider_id}
+    assert {p.id for p in fake_runpod.live_pods()} == {live.provider_id, notebook.id, ghost.id}
+    swept = {i.pod_id for i in sweep(settings, terminate=True, include_unknown=True) if i.terminated}
+    assert swept == {ghost.id}
     assert {p.id for p in fake_runpod.live_pods()} == {live.provider_id, notebook.id}
 
 

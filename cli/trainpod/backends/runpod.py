@@ -495,10 +495,14 @@ class SweepItem:
     terminated: bool = False
 
 
-def sweep(settings: Settings, terminate: bool = False, api: Any = None) -> list[SweepItem]:
+def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
+          include_unknown: bool = False) -> list[SweepItem]:
     """trainpod's pods that should not be billing: run done, run unknown here, or over its limits.
 
     Only pods named ``trainpod-…`` are considered; with ``terminate`` the flagged ones are terminated.
+    A pod this machine has no record of may be a teammate's live run: its output is looked up under
+    ``TRAINPOD_STORAGE_URI/runs/RUN_ID`` (done there = safe to terminate), and otherwise it is only
+    terminated with ``include_unknown``.
     """
     from trainpod.backends.runpod_api import GraphQLClient
     from trainpod.errors import TrainpodError
@@ -514,6 +518,13 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None) -> list[
         run_id = _run_id_of(pod.name)
         if run_id is None or run_id not in known:
             verdict, reason = "unknown", "no run of this name in the local run registry"
+            if run_id and settings.storage_uri:
+                try:
+                    markers = _read_markers(f"{settings.storage_uri.rstrip('/')}/runs/{run_id}")
+                except TrainpodError:
+                    markers = {}
+                if "DONE" in markers or "POD_EXIT" in markers:
+                    verdict, reason = "done", "the run has ended (DONE/POD_EXIT under TRAINPOD_STORAGE_URI)"
         else:
             handle = registry.get(run_id)
             try:
@@ -533,7 +544,7 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None) -> list[
             else:
                 verdict, reason = "keep", "running within its limits"
         done = False
-        if terminate and verdict != "keep":
+        if terminate and (verdict in ("done", "over-limit") or (verdict == "unknown" and include_unknown)):
             api.terminate(pod.id)
             done = True
         items.append(SweepItem(pod.id, pod.name, run_id, verdict, reason, done))

@@ -95,3 +95,29 @@ def cancel(obj: dict, run_id: str) -> None:
     get_backend(handle.backend).cancel(handle)
     registry.save(handle)
     click.echo(f"cancelled: {handle.run_id}")
+
+
+@runs.command()
+@click.option("--yes", is_flag=True, help="Terminate the flagged pods (without it, only list them).")
+@click.option("--include-unknown", is_flag=True,
+              help="Also terminate trainpod pods this machine has no record of (may be a teammate's live run).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def sweep(obj: dict, yes: bool, include_unknown: bool, as_json: bool) -> None:
+    """Find RunPod pods that should not be billing: run done, over its limits, or unknown."""
+    from dataclasses import asdict
+
+    from trainpod.backends.runpod import sweep as sweep_pods
+    from trainpod.console import emit_json, emit_table
+    from trainpod.settings import load_settings
+
+    items = sweep_pods(load_settings(obj.get("profile")), terminate=yes, include_unknown=include_unknown)
+    rows = [asdict(i) for i in items]
+    if as_json:
+        emit_json(rows)
+        return
+    columns = ["pod_id", "pod_name", "run_id", "verdict", "reason", "terminated"]
+    emit_table("pods", columns, [[r[c] for c in columns] for r in rows])
+    flagged = [i for i in items if i.verdict != "keep" and not i.terminated]
+    if flagged and not yes:
+        click.echo(f"{len(flagged)} pod(s) flagged; run `trainpod runs sweep --yes` to terminate them", err=True)
