@@ -8,7 +8,6 @@ Secrets travel as separate environment variables and never enter the spec.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess

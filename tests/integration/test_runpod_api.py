@@ -14,6 +14,7 @@ from graphql import parse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+
 from trainpod.backends.runpod_api import (
     AuthError,
     CapacityError,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from trainpod import storage
 from trainpod.backends.runpod import RunPodBackend, sweep
 from trainpod.backends.runpod_api import CapacityError, GraphQLClient, PodRequest

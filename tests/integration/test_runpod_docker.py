@@ -11,9 +11,9 @@ import shlex
 import time
 
 import pytest
-from trainpod.backends.runpod_api import GraphQLClient, PodRequest
 
 from tests.fakes.runpod_api import DockerRunner
+from trainpod.backends.runpod_api import GraphQLClient, PodRequest
 
 pytestmark = [pytest.mark.runpod, pytest.mark.docker]
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.runpod_api import ProcessRunner
 from trainpod import podside
 from trainpod.backends.runpod_api import GraphQLClient, PodRequest, urllib_transport
 from trainpod.config.loader import load_catalog
 from trainpod.spec import RunSpec, StorageURIs
-
-from tests.fakes.runpod_api import ProcessRunner
 
 pytestmark = pytest.mark.runpod
 

@@ -4,8 +4,8 @@ valid catalog — never a traceback, and never a preset that later fails its own
 from __future__ import annotations
 
 import string
-import tomllib
 
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

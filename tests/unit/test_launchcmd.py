@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trainpod.config import load_catalog
-from trainpod.launcher import launch_shape
 from trainpod.launchcmd import trainer_command
+from trainpod.launcher import launch_shape
 from trainpod.spec import RunSpec, StorageURIs, new_run_id, utcnow_iso
 
 

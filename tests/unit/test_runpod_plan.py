@@ -11,6 +11,7 @@ import json
 
 import pytest
 from graphql import parse
+
 from trainpod.backends.runpod import RunPodBackend, allowed_cuda_versions, expected_hours
 from trainpod.config.loader import load_catalog
 from trainpod.errors import ConfigError, UnsupportedError

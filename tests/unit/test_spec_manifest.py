@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from pydantic import ValidationError
 
 from trainpod.config import load_catalog
 from trainpod.errors import ConfigError
@@ -39,7 +40,7 @@ def test_runspec_roundtrip_file_and_env(tmp_path, monkeypatch):
 
 def test_runspec_is_frozen_and_revalidated():
     spec = make_spec()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         spec.run_id = "x"  # type: ignore[misc]
     data = json.loads(spec.to_json())
     data["config"]["batch_size"] = 999

@@ -28,7 +28,7 @@ def list_cmd(obj: dict, kind: str, as_json: bool) -> None:
 
     columns, rows = list_rows(kind, obj.get("config"))
     if as_json:
-        emit_json([dict(zip(columns, r)) for r in rows])
+        emit_json([dict(zip(columns, r, strict=True)) for r in rows])
     else:
         emit_table(kind, columns, rows)
 
