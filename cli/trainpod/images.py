@@ -472,6 +472,166 @@ def build_and_push(target: str | None, *, hardware: str | None = None, settings:
     return result
 
 
+# --------------------------------------------------------------------------------------------- project layer
+PROJECT_DOCKERFILE = IMAGES_DIR / "Dockerfile.project"
+PROJECT_TARGET = "/opt/project"
+PROJECT_CONTENT_LABEL = "dev.trainpod.project-content-hash"
+_ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".venv", ".trainpod")
+
+
+class ProjectImagePlan(BaseModel):
+    """A user's project (``[jobs.NAME] project_dir``) as a layer on a hardware image, as data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_image: str
+    project_dir: str
+    requirements: str | None
+    tag: str
+    content_hash: str
+    context_files: list[str]
+
+    @property
+    def repository(self) -> str:
+        return self.tag.rsplit(":", 1)[0]
+
+
+def _ignore_patterns(project: Path) -> list[str]:
+    """``.dockerignore`` if present (what ``docker build`` would honour), else ``.gitignore``."""
+    patterns = list(_ALWAYS_IGNORED)
+    for name in (".dockerignore", ".gitignore"):
+        f = project / name
+        if f.is_file():
+            patterns += [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines()
+                         if ln.strip() and not ln.lstrip().startswith("#")]
+            break
+    return patterns
+
+
+def _ignored(rel: str, is_dir: bool, patterns: list[str]) -> bool:
+    """gitignore-style matching, last match wins: ``!neg``, ``dir/``, ``/anchored``, ``**``, bare names at any depth."""
+    import fnmatch
+
+    result = False
+    for raw in patterns:
+        neg = raw.startswith("!")
+        pat = raw[1:] if neg else raw
+        if pat.endswith("/"):
+            if not is_dir:
+                continue
+            pat = pat.rstrip("/")
+        pat = pat.replace("**/", "*").replace("/**", "/*")
+        if "/" in pat.lstrip("/"):
+            hit = fnmatch.fnmatchcase(rel, pat.lstrip("/"))
+        elif pat.startswith("/"):
+            hit = fnmatch.fnmatchcase(rel, pat[1:])
+        else:
+            hit = fnmatch.fnmatchcase(rel.rsplit("/", 1)[-1], pat)
+        if hit:
+            result = not neg
+    return result
+
+
+def project_files(project: Path) -> list[tuple[str, Path]]:
+    """(path relative to the project, host path) of every file that goes into the image, sorted."""
+    patterns = _ignore_patterns(project)
+    out: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(project, followlinks=False):
+        base = Path(dirpath)
+        rel_base = base.relative_to(project).as_posix()
+        prefix = "" if rel_base == "." else rel_base + "/"
+        dirnames[:] = sorted(d for d in dirnames if not _ignored(prefix + d, True, patterns))
+        for name in sorted(filenames):
+            if not _ignored(prefix + name, False, patterns):
+                out.append((prefix + name, base / name))
+    return sorted(out)
+
+
+def project_image_plan(base_image: str, project_dir: str | os.PathLike[str], requirements: str | None,
+                       settings: Settings) -> ProjectImagePlan:
+    """Plan the project layer. Pure. Tag ``<repo>:project-<hash12>``; the hash covers the base tag (itself
+    content-addressed), the Dockerfile, the requirements and every project file that is not ignored."""
+    project = Path(project_dir)
+    if not project.is_dir():
+        raise ConfigError(f"project_dir {project}: not a directory", "check [jobs.NAME] project_dir")
+    if not PROJECT_DOCKERFILE.is_file():
+        raise ConfigError(f"{PROJECT_DOCKERFILE}: missing", "trainpod builds project images from a source checkout")
+    req_path = project / requirements if requirements else None
+    if req_path is not None and not req_path.is_file():
+        raise ConfigError(f"requirements file {req_path}: not found", "check [jobs.NAME] requirements")
+    files = project_files(project)
+    digest = hashlib.sha256(f"trainpod-project-v1\0{base_image}\0".encode())
+    digest.update(PROJECT_DOCKERFILE.read_bytes())
+    digest.update(b"\0requirements\0" + (req_path.read_bytes() if req_path else b""))
+    for rel, path in files:
+        digest.update(f"\0file\0{rel}\0{int(os.access(path, os.X_OK))}\0".encode())
+        digest.update(os.readlink(path).encode() if path.is_symlink() else path.read_bytes())
+    content_hash = digest.hexdigest()
+    registry = (settings.registry or "").rstrip("/")
+    tag = f"{registry + '/' if registry else ''}{settings.image_repository}:project-{content_hash[:12]}"
+    return ProjectImagePlan(base_image=base_image, project_dir=str(project.resolve()), requirements=requirements,
+                            tag=tag, content_hash=content_hash, context_files=[f"project/{r}" for r, _ in files])
+
+
+def write_project_context(plan: ProjectImagePlan, out: IO[bytes]) -> int:
+    """The project build context tar (deterministic like :func:`write_context`)."""
+    project = Path(plan.project_dir)
+    req = (project / plan.requirements).read_bytes() if plan.requirements else b""
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("Dockerfile", PROJECT_DOCKERFILE.read_bytes()), ("requirements.txt", req)):
+            info = _tarinfo(name, tarfile.REGTYPE, 0o644)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        dirs = {"project"}
+        for rel, _ in project_files(project):
+            parts = rel.split("/")[:-1]
+            dirs |= {"project/" + "/".join(parts[: i + 1]) for i in range(len(parts))}
+        for d in sorted(dirs):
+            tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755))
+        for rel, path in project_files(project):
+            if path.is_symlink():
+                info = _tarinfo(f"project/{rel}", tarfile.SYMTYPE, 0o777)
+                info.linkname = os.readlink(path)
+                tar.addfile(info)
+                continue
+            data = path.read_bytes()
+            info = _tarinfo(f"project/{rel}", tarfile.REGTYPE, 0o755 if os.access(path, os.X_OK) else 0o644)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.tell()
+
+
+def build_project(plan: ProjectImagePlan, *, client: Any = None, on_line: Callable[[str], None] | None = None) -> bool:
+    """Build the project layer unless its tag exists (True when an engine build ran). The base must exist."""
+    client = client or docker_client()
+    if image_exists(client, plan.tag):
+        return False
+    if not image_exists(client, plan.base_image):
+        raise TrainpodError(f"base image {plan.base_image} is not on this engine",
+                            "build the hardware image first: trainpod build --hardware NAME")
+    with tempfile.TemporaryFile() as ctx:
+        write_project_context(plan, ctx)
+        ctx.seek(0)
+        stream = client.api.build(fileobj=ctx, custom_context=True, tag=plan.tag, network_mode="host", rm=True,
+                                  forcerm=True, pull=False, decode=True, dockerfile="Dockerfile",
+                                  buildargs={"BASE_IMAGE": plan.base_image, "CONTENT_HASH": plan.content_hash})
+        tail: list[str] = []
+        for event in stream:
+            if "error" in event:
+                detail = event.get("errorDetail", {}).get("message") or event["error"]
+                raise TrainpodError(f"project image build failed: {detail.strip()}", "".join(tail[-15:]) or None)
+            text = event.get("stream")
+            if text:
+                tail.append(text)
+                if on_line:
+                    for line in text.splitlines():
+                        if line.strip():
+                            on_line(line)
+    if not image_exists(client, plan.tag):
+        raise TrainpodError(f"docker build finished but {plan.tag} does not exist", "".join(tail[-15:]))
+    return True
+
+
 def _main(argv: list[str]) -> int:
     """``python -m trainpod.images lock``: regenerate images/requirements.lock (atomically)."""
     if argv != ["lock"]:

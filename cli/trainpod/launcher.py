@@ -42,7 +42,7 @@ class LaunchRequest:
 class Prepared:
     settings: Settings
     catalog: Catalog
-    config: TrainingConfig
+    config: TrainingConfig | None  # None for a [jobs.NAME] run (its RunSpec carries the job instead)
     spec: RunSpec
     backend: Backend
     plan: LaunchPlan
@@ -107,6 +107,10 @@ def prepare(req: LaunchRequest) -> Prepared:
     """Resolve everything and plan, without side effects (what ``--dry-run`` shows)."""
     settings = load_settings(req.profile, config=req.config, output_dir=req.output_dir)
     catalog = load_catalog(settings.config)
+    if req.preset in catalog.jobs:  # [jobs.NAME]: the user's own command (trainpod.jobs)
+        from trainpod.jobs import prepare_job
+
+        return prepare_job(req, settings, catalog, _resume_target(req, settings))
     preset = catalog.get("presets", req.preset)
     remote = req.remote or preset.remote
     overrides = merge_overrides(settings.training, parse_sets(req.sets), _flag_overrides(req))
@@ -140,6 +144,8 @@ def pin_dataset(prep: Prepared) -> Prepared:
     """
     from trainpod.storage import dataset_manifest_digest
 
+    if prep.config is None:  # a custom job: its supervisor pulls the data itself
+        return prep
     digest = dataset_manifest_digest(prep.spec.storage.dataset, prep.settings)
     spec = prep.spec.model_copy(update={"dataset_manifest_sha256": digest})
     return Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend, prep.backend.plan(spec, prep.settings))

@@ -23,7 +23,9 @@ from trainpod.config.schema import (
     Expert,
     Hardware,
     Hyperparameters,
+    Job,
     Lora,
+    Pipeline,
     Preset,
     TrainingConfig,
     resolve_precision,
@@ -110,6 +112,8 @@ class Catalog:
     hyperparameters: dict[str, Hyperparameters] = field(default_factory=dict)
     datasets: dict[str, Dataset] = field(default_factory=dict)
     presets: dict[str, Preset] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
     sources: dict[tuple[str, str], Path] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -236,6 +240,10 @@ def _merge_file(catalog: Catalog, path: Path, data: dict[str, Any]) -> None:
             raw = dict(raw)
             if table == "datasets" and "path" in raw and isinstance(raw["path"], str):
                 raw["path"] = _resolve_local(raw["path"], path.parent)
+            if table == "jobs":  # project and data directories are relative to the file that names them
+                for key in ("project_dir", "data"):
+                    if isinstance(raw.get(key), str):
+                        raw[key] = _resolve_local(raw[key], path.parent)
             try:
                 entry = model.model_validate(raw)
             except ValidationError as exc:

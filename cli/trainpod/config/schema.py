@@ -273,6 +273,66 @@ class TrainingConfig(Strict):
         return self.batch_size * self.gradient_accumulation * self.world_size
 
 
+class Job(Strict):
+    """``[jobs.NAME]``: the user's own training command, run with trainpod's images, storage and guards.
+
+    ``project_dir`` (relative to the TOML file) is copied into a project image layer on top of the
+    hardware image; ``command`` runs there under ``launcher``. Custom code gets the container contract
+    through ``TRAINPOD_DATA_DIR`` / ``TRAINPOD_OUTPUT_DIR`` / ``TRAINPOD_RESUME_DIR`` /
+    ``TRAINPOD_STOP_GRACE_SECONDS`` (see ``trainpod.contrib``).
+    """
+
+    description: str = ""
+    hardware: str
+    project_dir: str = Field(min_length=1)
+    command: list[str] = Field(min_length=1, description="argv run in project_dir, e.g. ['python', 'train.py']")
+    requirements: str | None = Field(default=None, description="requirements file, relative to project_dir")
+    launcher: Literal["python", "torchrun", "deepspeed"] = "python"
+    nproc_per_node: int = Field(default=1, ge=1, le=64)
+    data: str | None = Field(default=None, description="local directory or s3://bucket/prefix")
+    env: dict[str, str] = Field(default_factory=dict)
+    remote: Remote = "local"
+    max_runtime_minutes: float | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    stop_grace_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("command[0] is empty: give the program, e.g. ['python', 'train.py']")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Job:
+        if self.launcher == "python" and self.nproc_per_node > 1:
+            raise ValueError("nproc_per_node > 1 needs launcher = 'torchrun' or 'deepspeed'")
+        if self.data is not None:
+            Dataset._path(self.data)
+        for key in self.env:
+            if not key.replace("_", "").isalnum() or key[0].isdigit():
+                raise ValueError(f"env key {key!r} is not a valid environment variable name")
+            if key.startswith("TRAINPOD_"):
+                raise ValueError(f"env key {key!r}: TRAINPOD_* variables are set by trainpod itself")
+        return self
+
+
+class Pipeline(Strict):
+    """``[pipelines.NAME]``: presets and/or jobs run in order on one backend, each reading the previous output."""
+
+    description: str = ""
+    stages: list[Name] = Field(min_length=1)
+    remote: Remote | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dupes = sorted({s for s in v if v.count(s) > 1})
+        if dupes:
+            raise ValueError(f"stage(s) {dupes} appear twice: --from STAGE must name one stage")
+        return v
+
+
 def resolve_precision(requested: str, hw: Hardware) -> Precision:
     if requested != "auto":
         return requested  # type: ignore[return-value]
@@ -292,4 +352,6 @@ TABLE_MODELS: dict[str, type[Strict]] = {
     "hyperparameters": Hyperparameters,
     "datasets": Dataset,
     "presets": Preset,
+    "jobs": Job,
+    "pipelines": Pipeline,
 }

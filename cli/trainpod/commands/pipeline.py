@@ -1,0 +1,33 @@
+"""``trainpod pipeline run NAME [--from STAGE] [--remote R] [--dry-run]``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def pipeline() -> None:
+    """Run [pipelines.NAME]: presets and jobs in order, each stage reading the previous stage's output."""
+
+
+@pipeline.command("run")
+@click.argument("name")
+@click.option("--from", "from_stage", metavar="STAGE", help="Start at STAGE, after the last successful earlier stage.")
+@click.option("--remote", type=click.Choice(["local", "docker", "runpod"]), default=None,
+              help="Backend for every stage (default: the pipeline's, else its first stage's).")
+@click.option("--dry-run", is_flag=True, help="Print every stage's exact launch plan (secrets as ***) and stop.")
+@click.option("--output-dir", type=click.Path(file_okay=False), help="Local output root (default ./runs).")
+@click.pass_obj
+def run(obj: dict, name: str, from_stage: str | None, remote: str | None, dry_run: bool,
+        output_dir: str | None) -> None:
+    """Run pipeline NAME; exits non-zero at the first stage that does not succeed."""
+    from trainpod.console import emit_json
+    from trainpod.pipeline import plan_pipeline, run_pipeline
+
+    plan = plan_pipeline(name, remote=remote, from_stage=from_stage, config=obj.get("config"),
+                         profile=obj.get("profile"), output_dir=output_dir)
+    if dry_run:
+        emit_json(plan.display())
+        return
+    for stage, handle, status in run_pipeline(plan, on_line=click.echo):
+        click.echo(f"stage {stage}: run {handle.run_id} {status.state}; output: {handle.output}", err=True)

@@ -1,0 +1,186 @@
+"""``python -m trainpod.jobrun``: the supervisor a custom job runs under (locally, as PID 1 in a container).
+
+The linear story, the same as the built-in trainer's:
+
+    JobRunSpec ─▶ pull data (s3://) ─▶ pick the resume checkpoint (local, else the S3 mirror)
+    ─▶ run the command with the TRAINPOD_* contract, output teed to logs/train.log
+    ─▶ mirror the output dir to S3 every TRAINPOD_SYNC_INTERVAL seconds (default 60) and at exit
+    ─▶ status.json, DONE (exit 0 only) ─▶ final sync, DONE uploaded last ─▶ exit with the command's code
+
+SIGTERM/SIGINT are forwarded to the command, which checkpoints and exits (trainpod.contrib); after the grace
+period it is killed. ``max_runtime_minutes`` sends the same SIGTERM. Imports stay light (no torch); boto3 loads
+only when the job touches S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+
+from trainpod.contrib import DATA_ENV, EXIT_STOPPED, GRACE_ENV, OUTPUT_ENV, PREVIOUS_ENV, RESUME_ENV
+from trainpod.jobs import JobRunSpec, JobSpec
+from trainpod.manifest import MANIFEST_NAME, atomic_write_bytes, latest_complete
+from trainpod.spec import SPEC_ENV
+
+SYNC_INTERVAL_ENV = "TRAINPOD_SYNC_INTERVAL"
+
+
+def _log(msg: str) -> None:
+    print(f"[trainpod.jobrun] {msg}", flush=True)
+
+
+def _load(path: str | None) -> JobRunSpec:
+    if path:
+        return JobRunSpec.from_json(Path(path).read_text(encoding="utf-8"), source=path)
+    text = os.environ.get(SPEC_ENV)
+    if not text:
+        raise SystemExit(f"no job spec: pass --spec FILE or set {SPEC_ENV}")
+    return JobRunSpec.from_json(text)
+
+
+def _data_dir(job: JobSpec, run_id: str) -> str | None:
+    if not job.data or not job.data.startswith("s3://"):
+        return job.data
+    from trainpod.storage import sync_down
+
+    local = Path(tempfile.gettempdir()) / "trainpod-data" / run_id
+    result = sync_down(job.data, local)
+    _log(f"pulled {job.data} -> {local} ({len(result.transferred)} files)")
+    return str(local)
+
+
+def _resume_dir(job: JobSpec, out: Path, resume: bool) -> Path | None:
+    if not resume:
+        return None
+    ckpts = out / "checkpoints"
+    found = latest_complete(ckpts)
+    if found is None and job.sync_uri:
+        from trainpod.storage import download_checkpoint, latest_complete_checkpoint
+
+        remote = latest_complete_checkpoint(job.sync_uri.rstrip("/") + "/checkpoints")
+        if remote:
+            found = download_checkpoint(remote, ckpts / remote.rstrip("/").rsplit("/", 1)[-1])
+    return found
+
+
+class _Mirror:
+    """Background mirror of the output dir to ``sync_uri``; checkpoint manifests (and DONE) go up last."""
+
+    def __init__(self, out: Path, uri: str, interval: float):
+        self.out, self.uri, self.interval = out, uri, interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="trainpod-mirror", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sync()
+            except Exception as exc:  # a failed round is retried next round and at exit
+                _log(f"sync to {self.uri} failed, will retry: {exc}")
+
+    def sync(self, final: bool = False) -> None:
+        from trainpod.storage import sync_up
+
+        last = sorted(p.relative_to(self.out).as_posix() for p in self.out.glob(f"checkpoints/*/{MANIFEST_NAME}"))
+        if final and (self.out / "DONE").exists():
+            last.append("DONE")
+        with self._lock:
+            sync_up(self.out, self.uri, exclude=("DONE",) if not final else (), last=last)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        self.sync(final=True)
+
+
+def run(spec: JobRunSpec) -> int:
+    job = spec.job
+    out = Path(spec.storage.output)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "DONE").unlink(missing_ok=True)
+    atomic_write_bytes(out / "status.json", json.dumps({"state": "running", "run_id": spec.run_id}).encode())
+    env = {**os.environ, **job.env, OUTPUT_ENV: str(out), GRACE_ENV: f"{spec.stop_grace_seconds:g}",
+           "TRAINPOD_RUN_ID": spec.run_id}
+    env.pop(SPEC_ENV, None)  # the command gets the contract, not trainpod's internal spec
+    for var, value in ((DATA_ENV, _data_dir(job, spec.run_id)), (PREVIOUS_ENV, job.previous_output)):
+        if value:
+            env[var] = value
+    resume = _resume_dir(job, out, spec.resume)
+    if resume is not None:
+        env[RESUME_ENV] = str(resume)
+        _log(f"resuming from {resume}")
+    mirror = None
+    if job.sync_uri:
+        mirror = _Mirror(out, job.sync_uri, float(os.environ.get(SYNC_INTERVAL_ENV) or 60))
+        mirror.start()
+
+    argv = job.argv()
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable  # the interpreter trainpod runs under (the image's venv, or the local one)
+    _log(f"running {argv} in {job.project_dir}")
+    proc = subprocess.Popen(argv, cwd=job.project_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    stopping = threading.Event()
+
+    def stop(reason: str) -> None:
+        if stopping.is_set() or proc.poll() is not None:
+            return
+        stopping.set()
+        _log(f"{reason}: asking the command to checkpoint and stop (SIGTERM, {spec.stop_grace_seconds:g}s grace)")
+        proc.send_signal(signal.SIGTERM)
+        timer = threading.Timer(spec.stop_grace_seconds, lambda: proc.poll() is None and proc.kill())
+        timer.daemon = True
+        timer.start()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if job.max_runtime_minutes:
+        guard = threading.Timer(job.max_runtime_minutes * 60, stop, args=("max_runtime_minutes reached",))
+        guard.daemon = True
+        guard.start()
+
+    assert proc.stdout is not None
+    with open(out / "logs" / "train.log", "ab") as log:
+        for line in proc.stdout:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+            log.write(line)
+            log.flush()
+    code = proc.wait()
+    code = 128 - code if code < 0 else code
+    reason = "finished" if code == 0 else ("stopped after a checkpoint" if code == EXIT_STOPPED else f"exit {code}")
+    atomic_write_bytes(out / "status.json", json.dumps({"state": "exited", "exit_code": code, "reason": reason,
+                                                        "run_id": spec.run_id}).encode())
+    if code == 0:
+        atomic_write_bytes(out / "DONE", f"{spec.run_id}\n".encode())
+    if mirror is not None:
+        mirror.close()
+        _log(f"outputs mirrored to {job.sync_uri}")
+    _log(reason)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainpod.jobrun", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", help=f"job spec file (default: ${SPEC_ENV})")
+    args = parser.parse_args(argv)
+    return run(_load(args.spec))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

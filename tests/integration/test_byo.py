@@ -1,0 +1,134 @@
+"""Bring your own training code: the example project under examples/byo-train runs as [jobs.*] through the real
+launcher and supervisor (real subprocesses, real signals, loopback S3) — locally here, in Docker in test_byo_docker.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from trainpod import launcher
+from trainpod.errors import ConfigError
+from trainpod.manifest import verify_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "byo-train"
+EXAMPLE_TOML = EXAMPLE / "training.toml"
+
+
+def _run(req: launcher.LaunchRequest) -> tuple[launcher.Prepared, object, list[str]]:
+    prep, handle = launcher.submit(launcher.prepare(req))
+    lines = list(launcher.follow(prep.backend, handle))
+    return prep, handle, lines
+
+
+def test_job_runs_locally_and_mirrors_outputs_to_s3(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", s3.uri("team"))
+    prep, handle, lines = _run(launcher.LaunchRequest(preset="byo-example", config=str(EXAMPLE_TOML),
+                                                      output_dir=str(tmp_path / "runs")))
+    status = prep.backend.status(handle)
+    assert status.state == "succeeded", lines
+    out = Path(handle.output)
+    model = json.loads((out / "model.json").read_text())
+    assert model["step"] == 40 and abs(model["w"] - 2.0) < 1.5  # it learned something from the data dir
+    assert (out / "DONE").is_file()
+    assert not verify_dir(out / "checkpoints" / "step-00000040")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000035", "step-00000040"]  # keep_last
+
+    from trainpod import storage
+
+    remote = s3.uri(f"team/runs/{handle.run_id}")
+    store = storage.open_store(remote)
+    listed = store.list()
+    assert {"model.json", "DONE", "checkpoints/step-00000040/state.json",
+            "checkpoints/step-00000040/manifest.json", "logs/train.log"} <= set(listed)
+    assert storage.latest_complete_checkpoint(remote + "/checkpoints") == remote + "/checkpoints/step-00000040"
+    assert json.loads(store.read_bytes("model.json")) == model
+    assert handle.extra["sync_uri"] == remote and handle.preset == "byo-example"
+
+
+def _slow_job_toml(tmp_path: Path, steps: int = 60) -> Path:
+    toml = tmp_path / "training.toml"
+    toml.write_text(f"""
+[jobs.slow]
+hardware = "cpu"
+project_dir = "{EXAMPLE}"
+command = ["python", "train.py", "--steps", "{steps}", "--save-every", "5", "--step-seconds", "0.05"]
+data = "{EXAMPLE / 'data'}"
+stop_grace_seconds = 20
+""")
+    return toml
+
+
+def test_cancel_checkpoints_then_resume_continues(tmp_path):
+    toml = _slow_job_toml(tmp_path)
+    req = launcher.LaunchRequest(preset="slow", config=str(toml), output_dir=str(tmp_path / "runs"))
+    prep, handle = launcher.submit(launcher.prepare(req))
+    ckpts = Path(handle.output) / "checkpoints"
+    deadline = time.monotonic() + 30
+    while not (ckpts / "step-00000010" / "manifest.json").exists():
+        assert time.monotonic() < deadline, "no checkpoint within 30s"
+        assert prep.backend.status(handle).state in ("pending", "running")
+        time.sleep(0.05)
+    prep.backend.cancel(handle)  # SIGTERM: the script checkpoints at the step it is on, exits 3
+    status = prep.backend.status(handle)
+    assert status.state == "cancelled" and status.exit_code == 3, status
+    stopped = json.loads((Path(handle.output) / "status.json").read_text())
+    assert stopped["exit_code"] == 3 and not (Path(handle.output) / "DONE").exists()
+    last = max(int(p.name[5:]) for p in ckpts.iterdir() if not verify_dir(p))
+    assert 10 <= last < 60
+
+    prep2, handle2, lines = _run(launcher.LaunchRequest(preset="slow", config=str(toml), resume=handle.run_id,
+                                                        output_dir=str(tmp_path / "runs")))
+    assert handle2.run_id == handle.run_id and handle2.output == handle.output
+    assert prep2.backend.status(handle2).state == "succeeded", lines
+    assert any(f"start at step {last} (resume: step-{last:08d}" in line for line in lines), lines
+    model = json.loads((Path(handle.output) / "model.json").read_text())
+    assert model["step"] == 60 and model["resumed_from"] == f"step-{last:08d}"
+    steps = [json.loads(line)["step"] for line in (Path(handle.output) / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 61))  # every step exactly once: nothing lost, nothing trained twice
+
+
+def test_two_stage_pipeline_feeds_stage_one_output_to_stage_two(tmp_path):
+    from trainpod.pipeline import plan_pipeline, run_pipeline
+    from trainpod.runs import RunRegistry
+    from trainpod.settings import load_settings
+
+    kw = {"config": str(EXAMPLE_TOML), "output_dir": str(tmp_path / "runs")}
+    dry = plan_pipeline("byo-two-stage", **kw).display()
+    assert [s["stage"] for s in dry["stages"]] == ["byo-example", "byo-finetune"]
+    planned_first = dry["stages"][0]["plan"]["spec"]["storage"]["output"]
+    assert dry["stages"][1]["plan"]["spec"]["job"]["previous_output"] == planned_first
+
+    lines: list[str] = []
+    results = run_pipeline(plan_pipeline("byo-two-stage", **kw), on_line=lines.append)
+    assert [(name, st.state) for name, _, st in results] == [("byo-example", "succeeded"),
+                                                              ("byo-finetune", "succeeded")]
+    (_, first, _), (_, second, _) = results
+    stage2 = json.loads((Path(second.output) / "model.json").read_text())
+    assert stage2["initialised_from"] == first.output and stage2["step"] == 10
+    registry = RunRegistry(load_settings().state_path)
+    rec = registry.get(second.run_id).extra
+    assert rec["pipeline"] == "byo-two-stage" and rec["stage"] == "byo-finetune"
+    assert rec["stages"] == ["byo-example", "byo-finetune"] and rec["previous_output"] == first.output
+
+    # --from the second stage: reuses the newest successful first stage, runs only the second
+    again = plan_pipeline("byo-two-stage", from_stage="byo-finetune", **kw)
+    assert again.skipped == ["byo-example"] and again.previous_output == first.output
+    ((name, third, st),) = run_pipeline(again, on_line=lines.append)
+    assert st.state == "succeeded"
+    assert json.loads((Path(third.output) / "model.json").read_text())["initialised_from"] == first.output
+
+
+def test_pipeline_errors_name_the_table_and_stage(tmp_path):
+    from trainpod.pipeline import plan_pipeline
+
+    toml = tmp_path / "training.toml"
+    toml.write_text('[pipelines.bad]\nstages = ["byo-exampel"]\n')
+    with pytest.raises(ConfigError, match=r"pipelines\.bad\.stages: 'byo-exampel' is neither"):
+        plan_pipeline("bad", config=str(toml))
+    with pytest.raises(ConfigError, match="--from nope: not a stage"):
+        plan_pipeline("byo-two-stage", config=str(EXAMPLE_TOML), from_stage="nope")
