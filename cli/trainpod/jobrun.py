@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,7 +115,8 @@ def run(spec: JobRunSpec) -> int:
     env = {**os.environ, **job.env, OUTPUT_ENV: str(out), GRACE_ENV: f"{spec.stop_grace_seconds:g}",
            "TRAINPOD_RUN_ID": spec.run_id}
     env.pop(SPEC_ENV, None)  # the command gets the contract, not trainpod's internal spec
-    for var, value in ((DATA_ENV, _data_dir(job, spec.run_id)), (PREVIOUS_ENV, job.previous_output)):
+    data = _data_dir(job, spec.run_id)
+    for var, value in ((DATA_ENV, data), (PREVIOUS_ENV, job.previous_output)):
         if value:
             env[var] = value
     resume = _resume_dir(job, out, spec.resume)
@@ -168,6 +170,8 @@ def run(spec: JobRunSpec) -> int:
                                                         "run_id": spec.run_id}).encode())
     if code == 0:
         atomic_write_bytes(out / "DONE", f"{spec.run_id}\n".encode())
+    if data and data != job.data:  # a pulled copy: do not let container disks / /tmp fill up across runs
+        shutil.rmtree(data, ignore_errors=True)
     if mirror is not None:
         mirror.close()
         _log(f"outputs mirrored to {job.sync_uri}")

@@ -25,9 +25,15 @@ def _run(req: launcher.LaunchRequest) -> tuple[launcher.Prepared, object, list[s
     return prep, handle, lines
 
 
-def test_job_runs_locally_and_mirrors_outputs_to_s3(s3, tmp_path, monkeypatch):
+def test_job_pulls_s3_data_runs_locally_and_mirrors_outputs_to_s3(s3, tmp_path, monkeypatch):
+    from trainpod import storage
+
+    storage.sync_up(EXAMPLE / "data", s3.uri("datasets/xy"))
+    toml = tmp_path / "training.toml"
+    toml.write_text(EXAMPLE_TOML.read_text().replace('data = "data"', f'data = "{s3.uri("datasets/xy")}"')
+                    .replace('project_dir = "."', f'project_dir = "{EXAMPLE}"'))
     monkeypatch.setenv("TRAINPOD_STORAGE_URI", s3.uri("team"))
-    prep, handle, lines = _run(launcher.LaunchRequest(preset="byo-example", config=str(EXAMPLE_TOML),
+    prep, handle, lines = _run(launcher.LaunchRequest(preset="byo-example", config=str(toml),
                                                       output_dir=str(tmp_path / "runs")))
     status = prep.backend.status(handle)
     assert status.state == "succeeded", lines
@@ -38,8 +44,6 @@ def test_job_runs_locally_and_mirrors_outputs_to_s3(s3, tmp_path, monkeypatch):
     assert not verify_dir(out / "checkpoints" / "step-00000040")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000035", "step-00000040"]  # keep_last
 
-    from trainpod import storage
-
     remote = s3.uri(f"team/runs/{handle.run_id}")
     store = storage.open_store(remote)
     listed = store.list()
@@ -48,6 +52,7 @@ def test_job_runs_locally_and_mirrors_outputs_to_s3(s3, tmp_path, monkeypatch):
     assert storage.latest_complete_checkpoint(remote + "/checkpoints") == remote + "/checkpoints/step-00000040"
     assert json.loads(store.read_bytes("model.json")) == model
     assert handle.extra["sync_uri"] == remote and handle.preset == "byo-example"
+    assert f"pulled {s3.uri('datasets/xy')}" in (out / "logs" / "launcher.log").read_text()
 
 
 def _slow_job_toml(tmp_path: Path, steps: int = 60) -> Path:

@@ -1,5 +1,6 @@
 """The example project (examples/byo-train) as a project image layer on the CPU training image, run in a real
-container by the job Docker backend: data mounted read-only, outputs and checkpoints on the host, DONE last."""
+container by the job Docker backend: data mounted read-only, outputs and checkpoints on the host, DONE last,
+the output mirrored from inside the container to the loopback S3."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ import pytest
 from trainpod import launcher
 from trainpod.manifest import verify_dir
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.s3]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-train"
 
 
-def test_example_job_runs_in_its_project_image(docker_env, cpu_image, tmp_path):
+def test_example_job_runs_in_its_project_image_and_mirrors_to_s3(docker_env, cpu_image, s3, tmp_path, monkeypatch):
     from trainpod.config import load_catalog
     from trainpod.images import project_image_plan
     from trainpod.jobs import prepare_job
     from trainpod.settings import load_settings
 
     config = str(EXAMPLE / "training.toml")
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", s3.uri("team"))
     settings = load_settings(None, config=config, output_dir=str(tmp_path / "runs"))
     req = launcher.LaunchRequest(preset="byo-example", remote="docker", config=config)
     prep = prepare_job(req, settings, load_catalog(settings.config), None, base_image=cpu_image.tag)
@@ -44,6 +46,11 @@ def test_example_job_runs_in_its_project_image(docker_env, cpu_image, tmp_path):
     assert model["step"] == 40 and (out / "DONE").is_file()
     assert not verify_dir(out / "checkpoints" / "step-00000040")
     assert any("done: w=" in line for line in lines)
+    from trainpod import storage
+
+    remote = s3.uri(f"team/runs/{handle.run_id}")  # the container reached the loopback S3 over host networking
+    assert {"model.json", "DONE", "checkpoints/step-00000040/manifest.json"} <= set(storage.open_store(remote).list())
+    assert "AWS_SECRET_ACCESS_KEY" in plan.secret_env and s3.proxy.counts["PUT"] > 0
 
     client = docker_env.client()
     listing = client.containers.run(project.tag, ["ls", "-a", "/opt/project"], remove=True, network_mode="host")
