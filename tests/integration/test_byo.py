@@ -137,3 +137,31 @@ def test_pipeline_errors_name_the_table_and_stage(tmp_path):
         plan_pipeline("bad", config=str(toml))
     with pytest.raises(ConfigError, match="--from nope: not a stage"):
         plan_pipeline("byo-two-stage", config=str(EXAMPLE_TOML), from_stage="nope")
+
+
+def test_max_runtime_stops_the_job_after_a_checkpoint(tmp_path):
+    toml = _slow_job_toml(tmp_path, steps=400)
+    prep, handle, lines = _run(launcher.LaunchRequest(preset="slow", config=str(toml), max_runtime_minutes=0.03,
+                                                      output_dir=str(tmp_path / "runs")))
+    status = prep.backend.status(handle)
+    assert status.state == "preempted" and status.exit_code == 3, (status, lines)
+    assert any(line.startswith("stopping at step") for line in lines), lines
+    ckpts = Path(handle.output) / "checkpoints"
+    assert any(not verify_dir(p) for p in ckpts.iterdir()) and not (Path(handle.output) / "DONE").exists()
+    assert "max_runtime_minutes reached" in (Path(handle.output) / "logs" / "launcher.log").read_text()
+
+
+def test_mixed_pipeline_plans_pass_outputs_between_presets_and_jobs(tmp_path):
+    from trainpod.pipeline import PREVIOUS_ENV, plan_pipeline
+
+    toml = tmp_path / "training.toml"
+    toml.write_text(EXAMPLE_TOML.read_text().replace('project_dir = "."', f'project_dir = "{EXAMPLE}"')
+                    .replace('data = "data"', f'data = "{EXAMPLE / "data"}"')
+                    + '\n[pipelines.mixed]\nstages = ["smoke", "byo-finetune", "smoke-ddp"]\n')
+    plan = plan_pipeline("mixed", config=str(toml), output_dir=str(tmp_path / "runs"), remote="local")
+    preset1, job, preset2 = (s.prepared for s in plan.stages)
+    assert [s.kind for s in plan.stages] == ["preset", "job", "preset"]
+    assert PREVIOUS_ENV not in preset1.plan.env
+    assert job.spec.job.previous_output == preset1.spec.storage.output
+    assert preset2.plan.env[PREVIOUS_ENV] == job.spec.storage.output
+    assert any("does not start from it yet" in n for n in preset2.plan.notes)
