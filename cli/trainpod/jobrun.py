@@ -173,7 +173,15 @@ def run(spec: JobRunSpec) -> int:
     if data and data != job.data:  # a pulled copy: do not let container disks / /tmp fill up across runs
         shutil.rmtree(data, ignore_errors=True)
     if mirror is not None:
-        mirror.close()
+        try:
+            mirror.close()
+        except Exception as exc:  # outputs that are not in S3 are not done: say so, and do not claim DONE
+            (out / "DONE").unlink(missing_ok=True)
+            reason = f"final sync to {job.sync_uri} failed: {exc}"
+            atomic_write_bytes(out / "status.json", json.dumps({"state": "exited", "exit_code": 1, "reason": reason,
+                                                                "run_id": spec.run_id}).encode())
+            _log(reason)
+            return code or 1
         _log(f"outputs mirrored to {job.sync_uri}")
     _log(reason)
     return code

@@ -31,6 +31,7 @@ from trainpod.backends.docker import (
     OUTPUT_TARGET,
     SECRET_ENV,
     DockerBackend,
+    _scrub,
     docker_run_line,
 )
 from trainpod.backends.local import LocalBackend, _children
@@ -304,7 +305,7 @@ class JobDockerBackend(DockerBackend):
         try:
             container = client.containers.run(detach=True, environment=env, volumes=volumes, **request)
         except docker.errors.APIError as exc:
-            raise TrainpodError(f"docker could not start the job container: {exc.explanation or exc.status_code}",
+            raise TrainpodError(f"docker could not start the job container: {_scrub(str(exc), settings.secrets())}",
                                 "is a container with this run id left over? `docker rm RUN_ID`") from None
         handle = RunHandle(run_id=plan.run_id, backend=self.name, preset=job.name, provider_id=container.id,
                            output=plan.spec.storage.output, created=utcnow_iso(),

@@ -165,3 +165,14 @@ def test_mixed_pipeline_plans_pass_outputs_between_presets_and_jobs(tmp_path):
     assert job.spec.job.previous_output == preset1.spec.storage.output
     assert preset2.plan.env[PREVIOUS_ENV] == job.spec.storage.output
     assert any("does not start from it yet" in n for n in preset2.plan.notes)
+
+
+def test_a_job_whose_outputs_cannot_reach_s3_is_not_done(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", f"s3://{s3.bucket}-missing/team")  # no such bucket
+    prep, handle, lines = _run(launcher.LaunchRequest(preset="byo-example", config=str(EXAMPLE_TOML),
+                                                      output_dir=str(tmp_path / "runs")))
+    status = prep.backend.status(handle)
+    out = Path(handle.output)
+    assert (out / "model.json").is_file() and not (out / "DONE").exists()  # trained, but not safely stored
+    assert status.state == "failed" and status.exit_code == 1, status
+    assert "final sync to s3://" in json.loads((out / "status.json").read_text())["reason"]
