@@ -437,7 +437,10 @@ class RunPodBackend:
         if pod is None or pod.desired_status == "TERMINATED":
             if handle.extra.get("cancelled"):
                 return RunStatus(state="cancelled", detail="pod terminated by `runs cancel`", **common)
-            return RunStatus(state="unknown", detail="the pod is gone and left no result in the output", **common)
+            # Gone without DONE or POD_EXIT: the run is over and did not succeed (the pod died, or was
+            # reaped by `runs sweep` after exiting); "unknown" would leave it looking resumable forever.
+            state = "preempted" if handle.extra.get("spot") else "failed"
+            return RunStatus(state=state, detail="the pod is gone and left no result in the output", **common)
         if pod.desired_status == "EXITED":
             state = "preempted" if handle.extra.get("spot") else "failed"
             return RunStatus(state=state, detail=f"pod {pod.id} exited ({pod.last_status_change})", **common)
