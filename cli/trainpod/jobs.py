@@ -10,7 +10,7 @@ same for every job, so they live in one place and every backend's status/logs/ca
 
 The local and docker backends are reused: :class:`JobLocalBackend` / :class:`JobDockerBackend` override only
 ``plan`` and ``submit`` (which read a preset's TrainingConfig); status, logs and cancel work on run handles and
-need nothing job-specific. RunPod is plan-only for jobs in this round (see ``unsupported``).
+need nothing job-specific. RunPod is plan-only for jobs in this round (:class:`JobRunPodBackend`).
 """
 
 from __future__ import annotations
@@ -104,15 +104,14 @@ def resolve_job(catalog: Any, name: str) -> Job:
     return job
 
 
-def job_backend(remote: str) -> LocalBackend | DockerBackend:
+def job_backend(remote: str) -> LocalBackend | DockerBackend | JobRunPodBackend:
     if remote == "local":
         return JobLocalBackend()
     if remote == "docker":
         return JobDockerBackend()
-    raise UnsupportedError(
-        f"--remote {remote} does not run custom jobs yet",
-        "use --remote local or docker; on RunPod the pushed project image would run `python -m trainpod.jobrun` "
-        "under the pod supervisor (not wired in this round)")
+    if remote == "runpod":
+        return JobRunPodBackend()
+    raise ConfigError(f"unknown remote '{remote}'", "use local, docker or runpod")
 
 
 def prepare_job(req: LaunchRequest, settings: Settings, catalog: Any, previous: RunHandle | None,
@@ -136,10 +135,11 @@ def prepare_job(req: LaunchRequest, settings: Settings, catalog: Any, previous: 
     hw: Hardware = catalog.get("hardware", job.hardware)
     run_id = previous.run_id if previous else new_run_id(req.preset)
     local_out = Path(settings.output_dir).expanduser().resolve() / run_id
-    output = previous.output if previous else str(local_out)
     sync_uri = None
     if settings.storage_uri:  # the run's S3 home, where outputs are mirrored (same place a preset run writes)
         sync_uri = output_location(settings, run_id, remote)
+    # on a pod the local dir is scratch space that vanishes: the run's output is its S3 mirror
+    output = previous.output if previous else (sync_uri if remote == "runpod" and sync_uri else str(local_out))
     max_runtime = req.max_runtime_minutes or job.max_runtime_minutes
     spec_job = JobSpec(name=req.preset, hardware_name=job.hardware, hardware=hw, project_dir=job.project_dir,
                        command=job.command, requirements=job.requirements, launcher=job.launcher,
@@ -313,6 +313,92 @@ class JobDockerBackend(DockerBackend):
                                   "stop_grace_seconds": plan.spec.stop_grace_seconds, **_registry_extra(job)})
         RunRegistry(settings.state_path).save(handle)
         return handle
+
+
+class JobRunPodBackend:
+    """``--remote runpod`` for a job: the plan only, in this round.
+
+    The pod would run the pushed project image with ``python -m trainpod.podside -- python -m trainpod.jobrun``;
+    what is missing before ``submit`` can rent it: podside reads the RunSpec as a preset run (its watchdog and DONE
+    check need to accept a JobRunSpec) and the project image must be pushed next to the hardware image. The plan
+    already applies the same refusals as presets: GPU hardware, S3 output, a registry, a money guard.
+    """
+
+    name = "runpod"
+
+    def unsupported(self, spec: RunSpec) -> list[str]:
+        job = _job(spec)
+        hw, reasons = job.hardware, []
+        if hw.device != "cuda" or not hw.runpod_gpu_type_id or hw.image != "cuda":
+            reasons.append(f"hardware '{job.hardware_name}' is not a RunPod GPU profile (device=cuda, image=cuda, "
+                           "runpod_gpu_type_id)")
+        if not job.sync_uri:
+            reasons.append("RunPod jobs must mirror their output to S3: set TRAINPOD_STORAGE_URI=s3://BUCKET/prefix")
+        if job.data and not job.data.startswith("s3://"):
+            reasons.append(f"jobs.{job.name}.data is local ({job.data}); push it with `trainpod data push` and use s3://")
+        if not job.max_runtime_minutes:
+            reasons.append("a RunPod job needs a money guard: pass --max-runtime MINUTES (or set max_runtime_minutes)")
+        return reasons
+
+    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+        import shlex
+
+        from trainpod.backends.runpod import (
+            POD_SECRETS,
+            POD_SUPERVISOR,
+            RunPodBackend,
+            _display_input,
+            allowed_cuda_versions,
+            pod_name,
+        )
+        from trainpod.backends.runpod_api import PodRequest
+        from trainpod.images import PROJECT_TARGET
+
+        reasons = self.unsupported(spec)
+        if reasons:
+            raise UnsupportedError("cannot run this job on RunPod:\n  - " + "\n  - ".join(reasons),
+                                   "pick a cloud-* hardware profile, or --remote local/docker")
+        if not settings.registry:
+            raise UnsupportedError("no registry RunPod can pull the project image from",
+                                   "set TRAINPOD_REGISTRY; the project image is pushed next to the hardware image")
+        job = _job(spec)
+        hw = job.hardware
+        assert spec.image is not None and hw.cuda_version is not None and hw.runpod_gpu_type_id is not None
+        inner = spec.model_copy(update={
+            "job": job.model_copy(update={"project_dir": PROJECT_TARGET}),
+            "storage": StorageURIs(dataset=job.data or "", output="/workspace/output")})
+        command = [*POD_SUPERVISOR, "python", *SUPERVISOR]
+        env = {**hw.env, "TRAINPOD_RUN_SPEC": inner.to_json(), "PYTHONUNBUFFERED": "1",
+               "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}"}
+        for name, var in (("s3_endpoint_url", "TRAINPOD_S3_ENDPOINT_URL"), ("aws_region", "AWS_REGION"),
+                          ("aws_access_key_id", "AWS_ACCESS_KEY_ID")):
+            if getattr(settings, name):
+                env[var] = getattr(settings, name)
+        secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
+        cloud = RunPodBackend._cloud_type(settings, hw.runpod_cloud_type)
+        request = PodRequest(name=pod_name(spec.run_id), image=spec.image, gpu_type_id=hw.runpod_gpu_type_id,
+                             gpu_count=hw.gpu_count, cloud_type=cloud, container_disk_gb=hw.container_disk_gb,
+                             env={**env, **{n: "***" for n in secret_names}}, docker_args=shlex.join(command),
+                             allowed_cuda_versions=allowed_cuda_versions(hw.cuda_version))
+        hours = (job.max_runtime_minutes or 0) / 60
+        estimate = None
+        notes = ["plan only: submitting custom jobs to RunPod is not wired yet (podside must accept job specs)",
+                 f"outputs mirrored to {job.sync_uri}"]
+        if hw.price_per_gpu_hour is not None:
+            estimate = round(hw.price_per_gpu_hour * hw.gpu_count * hours, 2)
+            notes.append(f"estimate: ${hw.price_per_gpu_hour:g}/GPU-h x {hw.gpu_count} GPU x {hours:.2f} h "
+                         f"(max_runtime) = ${estimate:.2f}")
+        return LaunchPlan(backend=self.name, run_id=spec.run_id, image=spec.image, command=command, env=env,
+                          secret_env=secret_names, workdir=PROJECT_TARGET, gpus=hw.gpu_count, spec=spec,
+                          estimated_cost_usd=estimate, notes=notes,
+                          provider_request={"api": "graphql", "mutation": request.mutation,
+                                            "input": _display_input(request.graphql_input()),
+                                            "graphql": request.document(secret_names),
+                                            "max_runtime_minutes": job.max_runtime_minutes})
+
+    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+        raise UnsupportedError("custom jobs on RunPod are plan-only in this round",
+                               "run it with --remote docker, or launch a built-in preset on RunPod")
 
 
 def _secret_names(settings: Settings) -> list[str]:

@@ -73,8 +73,34 @@ def test_job_launch_errors_are_clear(tmp_path):
         launcher.prepare(launcher.LaunchRequest(preset="nohw", config=cfg))
     with pytest.raises(ConfigError, match="--set lr=1: byo-example is a job"):
         launcher.prepare(launcher.LaunchRequest(preset="byo-example", config=EXAMPLE_TOML, sets=("lr=1",)))
-    with pytest.raises(UnsupportedError, match="--remote runpod does not run custom jobs yet"):
+    with pytest.raises(UnsupportedError, match="not a RunPod GPU profile") as err:
         launcher.prepare(launcher.LaunchRequest(preset="byo-example", config=EXAMPLE_TOML, remote="runpod"))
+    assert "mirror their output to S3" in str(err.value) and "money guard" in str(err.value)
+
+
+def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", "s3://team-bucket/trainpod")
+    monkeypatch.setenv("TRAINPOD_REGISTRY", "registry.example.com/team")
+    monkeypatch.setenv("TRAINPOD_AWS_SECRET_ACCESS_KEY", "s3cr3t-value-xyz")
+    cfg = _toml(tmp_path, f'''
+        [jobs.gpu]
+        hardware = "cloud-rtx-4090"
+        project_dir = "{EXAMPLE}"
+        command = ["python", "train.py"]
+        data = "s3://team-bucket/datasets/xy"
+    ''')
+    prep = launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90))
+    plan = prep.plan
+    assert plan.image.startswith("registry.example.com/team/") and ":project-" in plan.image
+    assert plan.command[-3:] == ["python", "-m", "trainpod.jobrun"] and "trainpod.podside" in plan.command
+    assert plan.spec.storage.output == f"s3://team-bucket/trainpod/runs/{plan.run_id}" == plan.spec.job.sync_uri
+    inner = json.loads(plan.env["TRAINPOD_RUN_SPEC"])
+    assert inner["job"]["project_dir"] == "/opt/project" and inner["storage"]["output"] == "/workspace/output"
+    assert plan.estimated_cost_usd is not None and plan.estimated_cost_usd > 0
+    shown = json.dumps(plan.display())
+    assert "s3cr3t-value-xyz" not in shown and plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
+    with pytest.raises(UnsupportedError, match="plan-only"):
+        prep.backend.submit(plan, prep.settings)
 
 
 def test_torchrun_job_plans_the_distributed_launch_line(tmp_path):
