@@ -1,38 +1,230 @@
-"""Where finished pieces of a run go besides the local output directory.
+"""Where a run's pieces go besides the local output directory, and where a resumed run finds them.
 
-The trainer always writes to a local directory. A :class:`Sink` is told when a checkpoint is
-complete (its manifest written) and when the whole run is finished (outputs + DONE written), so the
-S3 uploader can ship checkpoints as they appear and the final artefacts at the end. Locally there is
-nothing to do: :class:`LocalSink`.
+The trainer always works in a local directory. A :class:`Sink` is the seam between that directory
+and the run's real destination (``storage.output``):
+
+* ``start`` (before logging starts): is the run already finished there (its DONE marker)? If not,
+  bring back the earlier attempt's logs so a resumed run appends to them.
+* ``stage`` (before training): pull the dataset and the newest *complete* checkpoint.
+* ``on_checkpoint`` / ``prune``: ship each complete checkpoint; delete local ones only once shipped.
+* ``on_finish``: ship the final artefacts with DONE last (its presence means "finished" to every
+  reader: ``runs status``, the pod supervisor, a restarted container).
+* ``close``: on every exit path, finish queued uploads within the stop grace period.
+
+Locally the output directory *is* the destination: :class:`LocalSink` does nothing. With an
+``s3://`` output, :class:`S3Sink` uploads checkpoints in the background (training never waits on
+S3), ships logs/status periodically so ``trainpod runs logs -f`` can tail a pod that has no log API,
+and resumes from S3 — so a run outlives the pod it ran on.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
 from pathlib import Path
+from typing import Any
+
+from trainpod.errors import TrainpodError
+from trainpod.manifest import list_checkpoints, verify_dir
+from trainpod.spec import RunSpec
+
+log = logging.getLogger("trainpod_trainer.sink")
+
+# What the periodic shipper uploads (relative to the output): what `runs status` / `runs logs -f` read.
+LIVE_FILES = ("status.json", "logs/train.log", "logs/metrics.jsonl")
+# Earlier attempts' logs, brought back on resume so the resumed run appends rather than replaces.
+RESTORED_FILES = ("logs/train.log", "logs/metrics.jsonl")
+LOG_UPLOAD_ENV = "TRAINPOD_LOG_UPLOAD_SECONDS"
+DEFAULT_LOG_UPLOAD_SECONDS = 10.0
+
+
+def work_dir(run_id: str) -> Path:
+    """Local scratch for a remote run: ``$TRAINPOD_WORK_DIR`` or a per-run temp directory.
+
+    The path depends only on the run id, so every rank of one pod (and a restarted container with
+    the same disk) finds the same directory."""
+    base = os.environ.get("TRAINPOD_WORK_DIR")
+    return Path(base) if base else Path(tempfile.gettempdir()) / "trainpod-work" / run_id
 
 
 class Sink:
-    """Base sink: both hooks do nothing. Subclasses must not raise on transient failures."""
+    """Base sink: the destination is the local directory, so every hook is a no-op."""
+
+    def start(self, output: Path) -> bool:
+        """Called before logging starts; True if the run already finished at its destination."""
+        return False
+
+    def stage(self, data_dir: Path, checkpoints: Path, resume: bool) -> None:
+        """Make the dataset and (when ``resume``) the newest complete remote checkpoint local."""
 
     def on_checkpoint(self, path: Path) -> None:
         """``path`` is a complete checkpoint directory (manifest written last)."""
 
+    def prune(self, checkpoints: Path, keep: int) -> list[Path]:
+        """Apply local retention; returns what was removed."""
+        from trainpod_trainer import checkpoint as ckpt
+
+        return ckpt.prune(checkpoints, keep)
+
     def on_finish(self, output_dir: Path) -> None:
         """``output_dir`` holds the final artefacts, metadata.json and DONE; a remote sink ships DONE
         last, since its presence means "finished" to every reader."""
+
+    def close(self) -> None:
+        """Every exit path (success, stop, crash): finish queued uploads within the grace period."""
 
 
 class LocalSink(Sink):
     """The output directory *is* the destination."""
 
 
-def sink_for(output_uri: str) -> Sink:
-    """The sink for a run's ``storage.output`` URI. Only local outputs are wired so far."""
-    if output_uri.startswith("s3://"):
-        from trainpod.errors import TrainpodError
+class S3Sink(Sink):
+    """Ships a run to ``spec.storage.output`` on S3 and resumes it from there.
 
-        raise TrainpodError(
-            f"storage.output {output_uri!r}: the S3 sink is not wired into the trainer yet",
-            "run with a local output directory (TRAINPOD_OUTPUT_DIR) until trainpod.storage provides the uploader",
-        )
+    Nothing touches the network until :meth:`start`, so a sink that is replaced (``train(spec,
+    sink=...)``) or never started costs nothing.
+    """
+
+    def __init__(self, spec: RunSpec, settings: Any = None):
+        self.spec = spec
+        self.settings = settings
+        self.interval = float(os.environ.get(LOG_UPLOAD_ENV, DEFAULT_LOG_UPLOAD_SECONDS))
+        self.output: Path | None = None
+        self.uploader: Any = None
+        self.store: Any = None
+        self.remote: set[str] = set()  # checkpoint names known to be complete in S3
+        self.finished = False
+        self._shipped: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._shipper: threading.Thread | None = None
+        self._ship_lock = threading.Lock()
+
+    def start(self, output: Path) -> bool:
+        from trainpod import storage
+
+        self.output = output
+        self.store = storage.open_store(self.spec.storage.output, self.settings)
+        if self.store.exists("DONE"):
+            return True
+        if self.spec.resume:
+            for rel in RESTORED_FILES:
+                local = output / rel
+                if not local.exists() and (data := self.store.read_bytes(rel)) is not None:
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_bytes(data)
+        return False
+
+    def stage(self, data_dir: Path, checkpoints: Path, resume: bool) -> None:
+        from trainpod import storage
+
+        dataset = self.spec.storage.dataset
+        if storage.is_s3(dataset):
+            result = storage.sync_down(dataset, data_dir, self.settings)
+            pinned = self.spec.dataset_manifest_sha256
+            if pinned and result.manifest_sha256 != pinned:
+                raise TrainpodError(
+                    f"dataset {dataset}: its manifest digest is {result.manifest_sha256 or 'missing'}, but the "
+                    f"RunSpec pins {pinned} (dataset_manifest_sha256)",
+                    "the data changed after launch; launch again to pin the current data, or push the old data back",
+                )
+            log.info("dataset %s -> %s (%d files fetched, %d unchanged, verified by %s)", dataset, data_dir,
+                     len(result.transferred), result.unchanged, result.verified_by)
+        if resume:
+            latest = storage.latest_complete_checkpoint(self.spec.storage.checkpoints, self.settings)
+            if latest is not None:
+                name = latest.rstrip("/").rpartition("/")[2]
+                storage.download_checkpoint(latest, checkpoints / name, self.settings)
+                self.remote.add(name)
+                log.info("fetched checkpoint %s from %s", name, latest)
+        self.uploader = storage.CheckpointUploader(self.spec.storage.checkpoints, self.settings,
+                                                   keep_last=self.spec.config.hyperparameters.keep_checkpoints)
+        self._shipper = threading.Thread(target=self._ship_loop, name="trainpod-log-ship", daemon=True)
+        self._shipper.start()
+
+    def on_checkpoint(self, path: Path) -> None:
+        if self.uploader is None:
+            return
+        state = json.loads((path / "trainer_state.json").read_bytes())
+        self.uploader.submit(path, is_best=state.get("best_step") == state.get("step"))
+
+    def prune(self, checkpoints: Path, keep: int) -> list[Path]:
+        """Like local retention, but a checkpoint is deleted only once it is complete in S3 (a slow
+        upload must not lose the only copy); partial leftovers older than the newest complete go."""
+        if self.uploader is None:
+            return super().prune(checkpoints, keep)
+        shipped = self.remote | {uri.rstrip("/").rpartition("/")[2] for uri in self.uploader.uploaded}
+        removed, complete_seen = [], 0
+        for _, path in list_checkpoints(checkpoints):
+            complete = not verify_dir(path, check_hashes=False)
+            if complete:
+                complete_seen += 1
+                if complete_seen <= keep or path.name not in shipped:
+                    continue
+            elif complete_seen == 0:
+                continue  # a partial newer than every complete one may still be being written
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        return removed
+
+    def on_finish(self, output_dir: Path) -> None:
+        from trainpod import storage
+
+        self._finish_uploads(raise_errors=True)
+        storage.sync_up(output_dir, self.spec.storage.output, self.settings,
+                        exclude=("checkpoints/",), last=("DONE",))
+        self.finished = True
+        log.info("outputs uploaded to %s (DONE last)", self.spec.storage.output)
+
+    def close(self) -> None:
+        if self.uploader is None or self.finished:
+            return
+        self._finish_uploads(raise_errors=False)
+        self._ship()  # the final status.json ("stopped"/"failed") and the log's last lines
+
+    # ------------------------------------------------------------------ internals
+    def _finish_uploads(self, raise_errors: bool) -> None:
+        """Stop the shipper, then give queued checkpoint uploads up to ``stop_grace_seconds``."""
+        self._stop.set()
+        if self._shipper is not None:
+            self._shipper.join()
+        grace = self.spec.stop_grace_seconds
+        try:
+            if not self.uploader.close(timeout=grace):
+                log.error("checkpoint uploads did not finish within stop_grace_seconds = %gs", grace)
+        except TrainpodError as exc:
+            if raise_errors:
+                raise
+            log.error("%s", exc)
+
+    def _ship_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._ship()
+
+    def _ship(self) -> None:
+        """Upload the live files that changed since the last upload; failures are logged, not fatal."""
+        assert self.output is not None
+        with self._ship_lock:
+            for rel in LIVE_FILES:
+                path = self.output / rel
+                try:
+                    st = path.stat()
+                    key = (st.st_size, st.st_mtime_ns)
+                    if self._shipped.get(rel) == key:
+                        continue
+                    self.store.write_bytes(rel, path.read_bytes())
+                    self._shipped[rel] = key
+                except FileNotFoundError:
+                    continue
+                except (OSError, TrainpodError) as exc:
+                    log.warning("could not upload %s: %s (retrying at the next interval)", rel, exc)
+
+
+def sink_for(spec: RunSpec) -> Sink:
+    """The sink for a run's ``storage.output``: S3 for ``s3://``, else the local directory."""
+    if spec.storage.output.startswith("s3://"):
+        return S3Sink(spec)
     return LocalSink()
