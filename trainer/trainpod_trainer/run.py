@@ -39,7 +39,7 @@ from trainpod.spec import RunSpec, utcnow_iso
 from trainpod_trainer import checkpoint as ckpt
 from trainpod_trainer import exitcodes
 from trainpod_trainer.data import Batches, DataError, Position, load_split, pack, unpacked
-from trainpod_trainer.sink import Sink, sink_for
+from trainpod_trainer.sink import Sink, sink_for, work_dir
 
 log = logging.getLogger("trainpod_trainer")
 
@@ -93,14 +93,14 @@ def pick_device(requested: str, dist: Dist) -> Any:
     return torch.device("cpu")
 
 
-def local_path(uri: str, env_name: str, what: str) -> Path:
-    """A local directory for a storage URI: the runtime override, or the URI itself if it is local."""
+def local_path(uri: str, env_name: str, what: str, run_id: str) -> Path:
+    """A local directory for a storage URI: the runtime override, the URI itself if it is local, or
+    for s3:// a directory under the run's scratch (the sink stages and ships it)."""
     override = os.environ.get(env_name)
     if override:
         return Path(override)
     if uri.startswith("s3://"):
-        raise TrainpodError(f"{what} {uri!r} is remote and {env_name} is not set",
-                            f"the image entrypoint pulls it into a local directory and sets {env_name}")
+        return work_dir(run_id) / what.rpartition(".")[2]
     return Path(uri)
 
 
@@ -147,10 +147,10 @@ class Run:
     def __init__(self, spec: RunSpec, dist: Dist):
         self.spec, self.cfg, self.dist = spec, spec.config, dist
         self.hp = spec.config.hyperparameters
-        self.output = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output")
-        self.data_dir = local_path(spec.storage.dataset, "TRAINPOD_DATA_DIR", "storage.dataset")
+        self.output = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output", spec.run_id)
+        self.data_dir = local_path(spec.storage.dataset, "TRAINPOD_DATA_DIR", "storage.dataset", spec.run_id)
         self.checkpoints = self.output / "checkpoints"
-        self.sink: Sink = sink_for(spec.storage.output)
+        self.sink: Sink = sink_for(spec)
         self.stop_signal: str | None = None
         self.started = time.monotonic()
         self.peak_mem_mb = 0.0
@@ -357,9 +357,11 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
     out = run.output
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
+    already_done = dist.main and run.sink.start(out)  # before logging: a resumed run appends to its old log
     setup_logging(out if dist.main else None)
-    if (out / DONE_FILE).exists():
-        log.info("%s exists: run %s already finished, nothing to do", out / DONE_FILE, spec.run_id)
+    if already_done or (out / DONE_FILE).exists():
+        log.info("%s exists: run %s already finished, nothing to do",
+                 spec.storage.done_marker if already_done else out / DONE_FILE, spec.run_id)
         return exitcodes.OK
     run.install_signal_handlers()
     try:
@@ -387,6 +389,12 @@ def _train(run: Run, dist: Dist) -> int:
         import torch.distributed as tdist
 
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.main:  # remote dataset + newest complete remote checkpoint into the local directories
+        run.sink.stage(run.data_dir, run.checkpoints, spec.resume)
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
     import random
 
     random.seed(hp.seed)
@@ -460,7 +468,7 @@ def _train(run: Run, dist: Dist) -> int:
     def save_checkpoint(st: ckpt.TrainerState, rng: dict[str, Any]) -> None:
         if dist.main:
             path = ckpt.save(run.checkpoints / checkpoint_name(st.step), model, optimizer, scheduler, st, rng, scaler)
-            removed = ckpt.prune(run.checkpoints, hp.keep_checkpoints)
+            removed = run.sink.prune(run.checkpoints, hp.keep_checkpoints)
             log.info("checkpoint %s written%s", path.name,
                      f" (removed {', '.join(p.name for p in removed)})" if removed else "")
             run.sink.on_checkpoint(path)
@@ -624,6 +632,7 @@ def _any_rank(flag: bool, dist: Dist) -> bool:
 
 
 def _close(run: Run) -> None:
+    run.sink.close()  # queued checkpoint uploads finish within stop_grace_seconds on every exit path
     run.restore_signal_handlers()
     if run.tb is not None:
         run.tb.close()
@@ -689,7 +698,7 @@ def _fail(spec: RunSpec, code: int, message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
     if int(os.environ.get("RANK", 0)) == 0:
         try:
-            out = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output")
+            out = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output", spec.run_id)
             if out.is_dir():
                 write_status(out, state="failed", exit_code=code, reason=message.splitlines()[0],
                              run_id=spec.run_id)
