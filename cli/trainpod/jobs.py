@@ -66,6 +66,7 @@ class JobSpec(Strict):
     sync_uri: str | None = Field(default=None, description="s3:// prefix the output directory is mirrored to")
     previous_output: str | None = Field(default=None, description="the previous pipeline stage's output")
     max_runtime_minutes: float | None = None
+    max_cost_usd: float | None = None
     base_image: str | None = Field(default=None, description="hardware image under the project layer (containers)")
 
     @property
@@ -144,7 +145,8 @@ def prepare_job(req: LaunchRequest, settings: Settings, catalog: Any, previous: 
     spec_job = JobSpec(name=req.preset, hardware_name=job.hardware, hardware=hw, project_dir=job.project_dir,
                        command=job.command, requirements=job.requirements, launcher=job.launcher,
                        nproc_per_node=job.nproc_per_node, data=job.data, env=job.env, sync_uri=sync_uri,
-                       previous_output=req.extra.get("previous_output"), max_runtime_minutes=max_runtime)
+                       previous_output=req.extra.get("previous_output"), max_runtime_minutes=max_runtime,
+                       max_cost_usd=req.max_cost_usd or job.max_cost_usd)
     spec_job.argv()  # refuse a launcher/command mismatch in the plan, before anything starts
     image = None
     if remote != "local":
@@ -158,7 +160,7 @@ def prepare_job(req: LaunchRequest, settings: Settings, catalog: Any, previous: 
                       stop_grace_seconds=job.stop_grace_seconds, resume=previous is not None,
                       launch=LaunchShape(launcher=job.launcher, nproc_per_node=job.nproc_per_node))
     plan = backend.plan(spec, settings)
-    return Prepared(settings, catalog, None, spec, backend, plan)  # type: ignore[arg-type]
+    return Prepared(settings, catalog, None, spec, backend, plan)
 
 
 def _job(spec: RunSpec) -> JobSpec:
@@ -336,8 +338,8 @@ class JobRunPodBackend:
             reasons.append("RunPod jobs must mirror their output to S3: set TRAINPOD_STORAGE_URI=s3://BUCKET/prefix")
         if job.data and not job.data.startswith("s3://"):
             reasons.append(f"jobs.{job.name}.data is local ({job.data}); push it with `trainpod data push` and use s3://")
-        if not job.max_runtime_minutes:
-            reasons.append("a RunPod job needs a money guard: pass --max-runtime MINUTES (or set max_runtime_minutes)")
+        if not (job.max_runtime_minutes or job.max_cost_usd):
+            reasons.append("a RunPod job needs a money guard: pass --max-runtime MINUTES and/or --max-cost USD")
         return reasons
 
     def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
@@ -380,14 +382,20 @@ class JobRunPodBackend:
                              gpu_count=hw.gpu_count, cloud_type=cloud, container_disk_gb=hw.container_disk_gb,
                              env={**env, **{n: "***" for n in secret_names}}, docker_args=shlex.join(command),
                              allowed_cuda_versions=allowed_cuda_versions(hw.cuda_version))
-        hours = (job.max_runtime_minutes or 0) / 60
         estimate = None
         notes = ["plan only: submitting custom jobs to RunPod is not wired yet (podside must accept job specs)",
                  f"outputs mirrored to {job.sync_uri}"]
-        if hw.price_per_gpu_hour is not None:
-            estimate = round(hw.price_per_gpu_hour * hw.gpu_count * hours, 2)
-            notes.append(f"estimate: ${hw.price_per_gpu_hour:g}/GPU-h x {hw.gpu_count} GPU x {hours:.2f} h "
-                         f"(max_runtime) = ${estimate:.2f}")
+        price = hw.price_per_gpu_hour
+        if price is not None and job.max_runtime_minutes:  # a custom script's duration is unknown: bound it
+            hours = job.max_runtime_minutes / 60
+            estimate = round(price * hw.gpu_count * hours, 2)
+            notes.append(f"estimate: ${price:g}/GPU-h x {hw.gpu_count} GPU x {hours:.2f} h (max_runtime) = "
+                         f"${estimate:.2f}")
+            if job.max_cost_usd is not None and estimate > job.max_cost_usd:
+                raise UnsupportedError(f"max_runtime would cost ${estimate:.2f}, over max_cost_usd "
+                                       f"${job.max_cost_usd:.2f}", "lower --max-runtime or raise --max-cost")
+        elif price is not None and job.max_cost_usd:
+            notes.append(f"duration capped by max_cost_usd: {job.max_cost_usd / (price * hw.gpu_count):.2f} h")
         return LaunchPlan(backend=self.name, run_id=spec.run_id, image=spec.image, command=command, env=env,
                           secret_env=secret_names, workdir=PROJECT_TARGET, gpus=hw.gpu_count, spec=spec,
                           estimated_cost_usd=estimate, notes=notes,

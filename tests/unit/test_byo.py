@@ -101,6 +101,9 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
     assert "s3cr3t-value-xyz" not in shown and plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
     with pytest.raises(UnsupportedError, match="plan-only"):
         prep.backend.submit(plan, prep.settings)
+    with pytest.raises(UnsupportedError, match=r"max_runtime would cost \$[0-9.]+, over max_cost_usd \$0.10"):
+        launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90,
+                                                max_cost_usd=0.1))
 
 
 def test_torchrun_job_plans_the_distributed_launch_line(tmp_path):
