@@ -25,6 +25,7 @@ def _run(req: launcher.LaunchRequest) -> tuple[launcher.Prepared, object, list[s
     return prep, handle, lines
 
 
+@pytest.mark.s3
 def test_job_pulls_s3_data_runs_locally_and_mirrors_outputs_to_s3(s3, tmp_path, monkeypatch):
     from trainpod import storage
 
@@ -167,6 +168,7 @@ def test_mixed_pipeline_plans_pass_outputs_between_presets_and_jobs(tmp_path):
     assert any("does not start from it yet" in n for n in preset2.plan.notes)
 
 
+@pytest.mark.s3
 def test_a_job_whose_outputs_cannot_reach_s3_is_not_done(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINPOD_STORAGE_URI", f"s3://{s3.bucket}-missing/team")  # no such bucket
     prep, handle, lines = _run(launcher.LaunchRequest(preset="byo-example", config=str(EXAMPLE_TOML),
