@@ -35,6 +35,12 @@ def list_rows(kind: str, config: str | None = None) -> tuple[list[str], list[lis
         cols = ["name", "num_epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "seed"]
         rows = [[n, h.num_epochs, h.max_steps, h.learning_rate, h.lr_scheduler, h.warmup_steps, h.seed]
                 for n, h in table.items()]
+    elif kind == "jobs":
+        cols = ["name", "hardware", "launcher", "command", "remote", "description"]
+        rows = [[n, j.hardware, j.launcher, " ".join(j.command), j.remote, j.description] for n, j in table.items()]
+    elif kind == "pipelines":
+        cols = ["name", "stages", "remote", "description"]
+        rows = [[n, " -> ".join(p.stages), p.remote or "", p.description] for n, p in table.items()]
     else:  # pragma: no cover - click restricts the choice
         raise ConfigError(f"unknown table kind '{kind}'")
     return cols, rows

@@ -125,3 +125,12 @@ def test_shell_completion_for_presets():
 def test_version():
     out = run("--version")
     assert out.returncode == 0 and "0.1.0" in out.stdout
+
+
+def test_list_jobs_and_pipelines_from_an_overlay(repo_root):
+    cfg = str(repo_root / "examples" / "byo-train" / "training.toml")
+    jobs = json.loads(run("--config", cfg, "list", "jobs", "--json").stdout)
+    assert {"byo-example", "byo-finetune"} <= {j["name"] for j in jobs}
+    pipes = json.loads(run("--config", cfg, "list", "pipelines", "--json").stdout)
+    assert {"name": "byo-two-stage", "stages": "byo-example -> byo-finetune", "remote": "",
+            "description": "train, then fine-tune from the first stage's output"} in pipes

@@ -17,16 +17,16 @@ import click
 
 # name -> (module, attribute, one-line help). Help text lives here so `--help` imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "list": ("trainpod.commands.catalog", "list_cmd", "List presets, experts, hardware, datasets, lora, hyperparameters."),
+    "list": ("trainpod.commands.catalog", "list_cmd", "List presets, jobs, pipelines, experts, hardware, datasets, lora, hyperparameters."),
     "show": ("trainpod.commands.catalog", "show", "Show a preset fully resolved (secrets redacted)."),
     "validate": ("trainpod.commands.catalog", "validate", "Validate one preset, several, or --all."),
-    "launch": ("trainpod.commands.launch", "launch", "Launch a preset locally, on Docker, or on RunPod."),
+    "launch": ("trainpod.commands.launch", "launch", "Launch a preset or job locally, on Docker, or on RunPod."),
     "runs": ("trainpod.commands.runs", "runs", "List, inspect, tail, cancel and sweep runs."),
     "evaluate": ("trainpod.commands.evaluate", "evaluate", "Evaluate a trained output directory on its test split."),
     "build": ("trainpod.commands.images", "build", "Build the training image for a hardware profile or preset."),
     "push": ("trainpod.commands.images", "push", "Push the training image to the configured registry."),
     "data": ("trainpod.commands.data", "data", "Push, pull and list datasets in S3 or local storage."),
-    "pipeline": ("trainpod.commands.pipeline", "pipeline", "Run a multi-stage pipeline of presets."),
+    "pipeline": ("trainpod.commands.pipeline", "pipeline", "Run a multi-stage pipeline of presets and jobs."),
     "completion": ("trainpod.commands.catalog", "completion", "Print the shell completion script (bash, zsh, fish)."),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-KINDS = ("presets", "experts", "hardware", "datasets", "lora", "hyperparameters")
+KINDS = ("presets", "experts", "hardware", "datasets", "lora", "hyperparameters", "jobs", "pipelines")
 
 
 def _complete_preset(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
@@ -12,7 +12,8 @@ def _complete_preset(ctx: click.Context, param: click.Parameter, incomplete: str
         from trainpod.config import load_catalog
 
         root = ctx.find_root().params
-        return [p for p in load_catalog(root.get("config")).presets if p.startswith(incomplete)]
+        cat = load_catalog(root.get("config"))
+        return [p for p in [*cat.presets, *cat.jobs] if p.startswith(incomplete)]
     except Exception:  # completion must never crash the shell
         return []
 

@@ -30,7 +30,8 @@ from trainpod.commands.catalog import _complete_preset
 def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bool, resume: str | None,
            sets: tuple[str, ...], max_runtime: float | None, max_cost: float | None, spot: bool | None,
            output_dir: str | None, as_json: bool) -> None:
-    """Launch PRESET. Without --dry-run, follows the run's log and exits with the trainer's exit code."""
+    """Launch PRESET (or a [jobs.NAME] custom job). Without --dry-run, follows the run's log and exits with
+    the trainer's exit code."""
     from trainpod import launcher
     from trainpod.console import emit_json
 
@@ -47,15 +48,17 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
             if line is not None:
                 click.echo("\n# equivalent command:\n" + line(prep.plan), err=False)
         return
-    prep, handle = launcher.submit(prep)
+    prep, handle = launcher.submit(prep, on_line=lambda line: click.echo(f"[image] {line}", err=True))
     click.echo(f"run {handle.run_id} submitted ({handle.backend}); output: {handle.output}", err=True)
     if detach:
         click.echo(f"follow with: trainpod runs logs -f {handle.run_id}", err=True)
         return
+    follower = launcher.follow(prep.backend, handle, prep.settings)  # relaunches a preempted spot run
     try:
-        for line in launcher.follow(prep.backend, handle):
+        for line in follower:
             click.echo(line)
     except KeyboardInterrupt:
+        handle = follower.handle
         choice = "c"
         if sys.stdin.isatty():
             choice = click.prompt("\n[d]etach (the run goes on) or [c]ancel (checkpoint, then stop)?",
@@ -65,6 +68,9 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
             return
         click.echo("cancelling: the trainer writes a checkpoint before it stops…", err=True)
         prep.backend.cancel(handle)
+    handle = follower.handle
     status = launcher.final_status(prep.backend, handle)
     click.echo(f"run {handle.run_id}: {status.state}{f' ({status.detail})' if status.detail else ''}", err=True)
+    if status.state == "succeeded" and (local := launcher.download_outputs(prep.settings, handle)) is not None:
+        click.echo(f"outputs downloaded to {local}", err=True)
     raise SystemExit(launcher.exit_code_for(status))
