@@ -70,13 +70,20 @@ def read_jsonl(path: Path, fmt: str, on_bad_line: str, stats: SplitStats) -> lis
     if not path.is_file():
         raise DataError(f"{path}: dataset split not found", "check the dataset table's path and split names")
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:  # decoded per line, so a wrong encoding is a DataError naming file:line, not a crash
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a UTF-8 BOM is fine
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start} of the line)",
+                    "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8` or `iconv -f utf-16 -t utf-8`)",
+                ) from None
             if not line.strip():
                 continue
             try:
                 rec = _validate(json.loads(line), fmt)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except ValueError as exc:
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 if on_bad_line == "skip":
                     stats.skipped_bad_lines += 1
