@@ -172,3 +172,40 @@ def test_dataset_corpus_through_the_trainer(tmp_path, chaos_record):
                  "exit 2, message names file (+line), no traceback, no outputs" if not failed
                  else f"failed: {[n for n, _ in failed]}")
     assert not failed, failed
+
+
+NASTY_ENV = {
+    "CHAOS_QUOTES": "a \"double\" and 'single' quote",
+    "CHAOS_NEWLINE": "line one\nline two\n",
+    "CHAOS_SUBSHELL": "$(touch /tmp/trainpod-chaos-pwned)",
+    "CHAOS_BACKTICKS": "`touch /tmp/trainpod-chaos-pwned`",
+    "CHAOS_UNICODE": "caf\u00e9 \u2713 \U0001f680 \u202e",
+    "CHAOS_BACKSLASH": "C:\\path\\n\\t",
+}
+
+
+def test_env_values_are_carried_byte_exact(tmp_path, chaos_record, monkeypatch):
+    """Hardware env values with quotes, newlines, ``$()``, backticks and unicode reach every plan
+    unchanged (the backends pass env as data, never through a shell)."""
+    env_table = ", ".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in NASTY_ENV.items())
+    cfg = tmp_path / "env.toml"
+    cfg.write_text(CPU_TABLE.format(name="cpu-env", extra=f"env = {{ {env_table} }}") + preset(hardware='"cpu-env"'),
+                   encoding="utf-8")
+    pwned = Path("/tmp/trainpod-chaos-pwned")
+    pwned.unlink(missing_ok=True)
+    carried, checked = 0, 0
+    for backend, extra in (("local", {}), ("docker", {}), ("runpod", {"TRAINPOD_STORAGE_URI": "s3://chaos/x",
+                                                                     "RUNPOD_API_KEY": "rpa_x"})):
+        res = _trainpod("--config", str(cfg), "launch", "bad", "--remote", backend, "--dry-run", "--json",
+                        cwd=tmp_path, env=extra)
+        if backend == "runpod" and res.returncode == 2:
+            continue  # a CPU preset on RunPod may be refused by the backend; the others carry the env
+        assert res.returncode == 0, (backend, res.stderr)
+        plan = json.loads(res.stdout)
+        env = plan["env"]
+        checked += 1
+        carried += all(env.get(k) == v for k, v in NASTY_ENV.items())
+        assert {k: env.get(k) for k in NASTY_ENV} == NASTY_ENV, backend
+    chaos_record("env values (quotes, newline, $(), backticks, unicode) carried byte-exact", checked, carried,
+                 f"{len(NASTY_ENV)} values x {checked} backend plans; nothing executed: {not pwned.exists()}")
+    assert checked >= 2 and not pwned.exists()
