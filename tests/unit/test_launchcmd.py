@@ -82,3 +82,58 @@ def test_runpod_pod_command_wraps_the_multi_gpu_launch_line():
     assert plan.command[4:9] == ["python", "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
     assert plan.env["NCCL_P2P_DISABLE"] == "1" and plan.gpus == 2
     assert "torch.distributed.run" in plan.provider_request["input"]["dockerArgs"]
+
+
+# ------------------------------------------------------------------ dry-run plans of every multi-process preset
+MULTI = {  # preset -> (processes per node, DeepSpeed config)
+    "smoke-ddp": (2, None),
+    "smoke-zero2": (2, "zero2"),
+    "oracle-rauru-2x4090": (2, None),
+    "oracle-rauru-4xa100-full": (4, "zero2"),
+}
+
+
+CASES = [(p, b) for p in sorted(MULTI) for b in ("local", "docker", "runpod")
+         if not (b == "runpod" and p.startswith("smoke"))]  # RunPod refuses CPU presets (test_runpod_plan)
+
+
+@pytest.mark.parametrize(("preset", "backend"), CASES)
+def test_dry_run_plans_start_torchrun_for_every_multi_process_preset(preset, backend, tmp_path):
+    """What `launch --dry-run` prints: one torchrun line with every rank of the profile, DeepSpeed
+    named only through the environment (the trainer builds the engine), on every backend."""
+    from trainpod.backends.base import get_backend
+    from trainpod.settings import Settings
+
+    nproc, ds_name = MULTI[preset]
+    spec = spec_for(preset)
+    cuda = spec.config.hardware.device == "cuda"
+    if backend == "local":
+        spec = spec.model_copy(update={"storage": StorageURIs(dataset=str(tmp_path), output=str(tmp_path / "o"))})
+    elif backend == "docker":
+        spec = spec.model_copy(update={"remote": "docker", "image": "registry.example/trainpod:x", "storage":
+                                       StorageURIs(dataset=str(tmp_path), output=str(tmp_path / "o"))})
+    else:
+        spec = spec.model_copy(update={"remote": "runpod", "image": "registry.example/trainpod:x",
+                                       "storage": StorageURIs(dataset="s3://d/x", output="s3://b/runs/r")})
+    plan = get_backend(backend).plan(spec, Settings(storage_uri="s3://b", state_dir=str(tmp_path / "state")))
+    cmd = plan.command
+    i = cmd.index("torch.distributed.run")
+    assert cmd[i + 1 : i + 3] == [f"--nproc-per-node={nproc}", "--standalone"]
+    assert cmd[cmd.index("-m", i) + 1] == "trainpod_trainer"
+    assert plan.env.get("TRAINPOD_DEEPSPEED_CONFIG") == ds_name
+    if cuda:
+        assert "DS_ACCELERATOR" not in plan.env
+        assert plan.gpus == (0 if backend == "local" else nproc)  # local runs on the host's own GPUs
+    elif ds_name:
+        assert plan.env["DS_ACCELERATOR"] == "cpu"
+
+
+def test_multi_node_is_refused_by_single_node_backends_before_any_money_is_spent():
+    from trainpod.backends.base import get_backend
+    from trainpod.errors import UnsupportedError
+    from trainpod.settings import Settings
+
+    spec = spec_for("smoke-ddp", hardware={"nnodes": 2})
+    for backend in ("local", "docker"):
+        with pytest.raises(UnsupportedError, match="node"):
+            get_backend(backend).plan(spec, Settings())

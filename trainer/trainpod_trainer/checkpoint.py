@@ -80,15 +80,28 @@ def save(directory: Path, model: Any, optimizer: Any, scheduler: Any, state: Tra
     """Write a complete checkpoint into ``directory`` (replacing a stale partial one), manifest last."""
     import torch
 
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    fresh_dir(directory)
     save_weights(model, directory)
     torch.save(optimizer.state_dict(), directory / "optimizer.pt")
     torch.save(scheduler.state_dict(), directory / "scheduler.pt")
-    torch.save(rng, directory / "rng.pt")
     if scaler is not None:
         torch.save(scaler.state_dict(), directory / "scaler.pt")
+    return finish(directory, state, rng)
+
+
+def fresh_dir(directory: Path) -> None:
+    """An empty ``directory`` (a stale partial one from a crash is replaced)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def finish(directory: Path, state: TrainerState, rng: dict[str, Any]) -> Path:
+    """Add the loop state and RNG states, then the manifest, last: the checkpoint is now complete.
+    Separate from :func:`save` because under DeepSpeed every rank writes its shard first."""
+    import torch
+
+    torch.save(rng, directory / "rng.pt")
     atomic_write_bytes(directory / STATE_FILE, state.to_json())
     write_manifest(directory, step=state.step)
     return directory
@@ -103,6 +116,13 @@ def load(directory: Path, model: Any, optimizer: Any, scheduler: Any, scaler: An
     scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=False))
     if scaler is not None and (directory / "scaler.pt").is_file():
         scaler.load_state_dict(torch.load(directory / "scaler.pt", weights_only=False))
+    return load_state(directory)
+
+
+def load_state(directory: Path) -> TrainerState:
+    """Restore the RNG states and return the loop state (the model side is loaded by the caller)."""
+    import torch
+
     set_rng_state(torch.load(directory / "rng.pt", weights_only=False))
     return TrainerState.from_json((directory / STATE_FILE).read_bytes())
 

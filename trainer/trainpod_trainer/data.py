@@ -224,35 +224,51 @@ class Position:
 
 
 class Batches:
-    """Deterministic, rank-sharded micro-batches over rows, reshuffled each epoch with (seed, epoch)."""
+    """Deterministic, rank-sharded micro-batches over rows, reshuffled each epoch with (seed, epoch).
+
+    Sharding keeps the maths of one process: the epoch is cut into *global* micro-batches of
+    ``batch_size x world`` rows, and rank r takes rows r, r+world, ... of each. So R ranks x batch b
+    see, at every step, exactly the rows one rank x batch R*b sees, including the short batch at the
+    end of an epoch (nothing is dropped; a rank left without a row gets one padding row with no
+    targets, so every rank still runs forward/backward and the collectives stay in step).
+    """
 
     def __init__(self, rows: list[Row], batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1):
         if not rows:
             raise DataError("no training rows", "the train split produced no usable rows")
         self.rows, self.batch_size, self.seed, self.pad_id = rows, batch_size, seed, pad_id
         self.rank, self.world = rank, world
-        self.rows_per_rank = max(1, len(rows) // world)
-        self.batches_per_epoch = math.ceil(self.rows_per_rank / batch_size)
+        self.global_batch = batch_size * world
+        self.batches_per_epoch = math.ceil(len(rows) / self.global_batch)
 
-    def epoch_order(self, epoch: int) -> list[int]:
+    def _global_order(self, epoch: int) -> list[int]:
         import torch
 
         g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
-        perm = torch.randperm(len(self.rows), generator=g).tolist()
-        if len(perm) < self.world:  # fewer rows than ranks: every rank reuses rows
-            perm = (perm * self.world)[: self.world]
-        return perm[self.rank :: self.world][: self.rows_per_rank]
+        return torch.randperm(len(self.rows), generator=g).tolist()
+
+    def _rank_part(self, order: list[int], b: int) -> list[int]:
+        return order[b * self.global_batch : (b + 1) * self.global_batch][self.rank :: self.world]
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """This rank's rows of ``epoch``, in the order it trains on them."""
+        order = self._global_order(epoch)
+        return [i for b in range(self.batches_per_epoch) for i in self._rank_part(order, b)]
 
     def iterate(self, start: Position) -> Iterator[tuple[Position, dict[str, Any]]]:
         """Yield ``(position after this batch, batch)`` forever, starting at ``start``."""
         epoch, b = start.epoch, start.batch
         while True:
-            order = self.epoch_order(epoch)
+            order = self._global_order(epoch)
             while b < self.batches_per_epoch:
-                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                idx = self._rank_part(order, b)
                 b += 1
                 nxt = Position(epoch, b) if b < self.batches_per_epoch else Position(epoch + 1, 0)
-                yield nxt, collate([self.rows[i] for i in idx], self.pad_id)
+                rows = [self.rows[i] for i in idx] or [Row([self.pad_id], [IGNORE], [0])]
+                batch = collate(rows, self.pad_id)
+                if not idx:
+                    batch["real_tokens"] = 0
+                yield nxt, batch
             epoch, b = epoch + 1, 0
 
 

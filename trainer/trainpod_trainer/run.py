@@ -11,8 +11,12 @@ Throughput: packing removes the padding work that dominates on CPU; ``benchmarks
 measures it against HF Trainer with per-batch padding.
 
 Distributed: under torchrun (``WORLD_SIZE`` > 1) it uses gloo on CPU and nccl on CUDA, shards the
-packed rows by rank, wraps the model in DDP, and only rank 0 writes files; every rank resumes from
-the checkpoint rank 0 picked.
+packed rows so that R ranks x batch b train on exactly the rows of one rank x batch R*b, normalises
+the loss by the targets of all ranks (so the curve is the one-rank curve), and wraps the model in DDP
+or, when the preset names a DeepSpeed config, in a DeepSpeed engine (:mod:`trainpod_trainer.ds`).
+Only rank 0 writes files; decisions read from the output (DONE, which checkpoint to resume) are made
+by rank 0 and broadcast; stop requests (SIGTERM, memory guard, max runtime) are agreed by all-reduce,
+so every rank stops at the same step and exactly one checkpoint is written.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from trainpod.manifest import atomic_write_bytes, checkpoint_name, list_checkpoi
 from trainpod.redact import RedactingFilter, redact_text
 from trainpod.spec import RunSpec, utcnow_iso
 from trainpod_trainer import checkpoint as ckpt
-from trainpod_trainer import exitcodes
+from trainpod_trainer import ds, exitcodes
 from trainpod_trainer.data import Batches, DataError, Position, load_split, pack, unpacked
 from trainpod_trainer.sink import Sink, sink_for, work_dir
 
@@ -265,6 +269,9 @@ class Run:
                 "steps": state.step,
                 "batch_size": cfg.batch_size,
                 "gradient_accumulation": cfg.gradient_accumulation,
+                "world_size": self.dist.world,
+                "effective_batch_size": cfg.batch_size * cfg.gradient_accumulation * self.dist.world,
+                "deepspeed": cfg.deepspeed,
                 "learning_rate": cfg.hyperparameters.learning_rate,
                 "sequence_length": cfg.sequence_length,
                 "duration_seconds": round(dur, 3),
@@ -359,12 +366,18 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     already_done = dist.main and run.sink.start(out)  # before logging: a resumed run appends to its old log
     setup_logging(out if dist.main else None)
-    if already_done or (out / DONE_FILE).exists():
-        log.info("%s exists: run %s already finished, nothing to do",
-                 spec.storage.done_marker if already_done else out / DONE_FILE, spec.run_id)
-        return exitcodes.OK
-    run.install_signal_handlers()
+    if not dist.main:  # rank 0 tells the story; the other ranks only speak up when something is wrong
+        for handler in log.handlers:
+            handler.setLevel(logging.WARNING)
     try:
+        if dist.world > 1:
+            init_process_group(spec.config.hardware.device, dist)
+        # rank 0 reads the shared output location; every rank on every node follows its answer
+        if from_rank0(dist.main and (already_done or (out / DONE_FILE).exists()), dist):
+            log.info("%s exists: run %s already finished, nothing to do",
+                     spec.storage.done_marker if already_done else out / DONE_FILE, spec.run_id)
+            return exitcodes.OK
+        run.install_signal_handlers()
         return _train(run, dist)
     finally:
         _close(run)
@@ -385,10 +398,6 @@ def _train(run: Run, dist: Dist) -> int:
         spec.write(out / SPEC_FILE)  # makes the output self-describing (for `trainpod evaluate`)
 
     device = pick_device(cfg.hardware.device, dist)
-    if dist.world > 1:
-        import torch.distributed as tdist
-
-        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if dist.main:  # remote dataset + newest complete remote checkpoint into the local directories
         run.sink.stage(run.data_dir, run.checkpoints, spec.resume)
     if dist.world > 1:
@@ -416,6 +425,15 @@ def _train(run: Run, dist: Dist) -> int:
     scheduler = make_scheduler(optimizer, hp.lr_scheduler, hp.warmup_steps, total)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    engine = None
+    frozen_base = cfg.finetune == "lora"
+    if cfg.deepspeed:
+        ds_config = ds.build_config(cfg, dist.world, model.config.hidden_size)
+        engine = ds.initialize(model, optimizer, scheduler, ds_config)
+        amp_dtype, scaler = None, None  # DeepSpeed runs bf16/fp16 itself (the config's sections)
+        log.info("deepspeed: ZeRO stage %d (%s), micro batch %d, accumulation %d, train batch %d",
+                 engine.zero_optimization_stage(), cfg.deepspeed, ds_config["train_micro_batch_size_per_gpu"],
+                 ds_config["gradient_accumulation_steps"], ds_config["train_batch_size"])
 
     def amp() -> Any:
         if amp_dtype is None:
@@ -424,22 +442,28 @@ def _train(run: Run, dist: Dist) -> int:
 
     # ---------------------------------------------------------------- resume
     state = ckpt.TrainerState()
-    resume_from = ckpt.find_resume(run.checkpoints) if spec.resume else None
-    if dist.world > 1:
-        import torch.distributed as tdist
-
-        box = [str(resume_from) if resume_from else None]
-        tdist.broadcast_object_list(box, src=0)
-        resume_from = Path(box[0]) if box[0] else None
+    picked = None  # rank 0 picks from the shared output location; every rank loads that one
+    if dist.main and spec.resume:
+        found = ckpt.find_resume(run.checkpoints)
+        picked = found.name if found else None
+    picked = from_rank0(picked, dist)
+    resume_from = run.checkpoints / picked if picked else None
+    if resume_from is not None and _any_rank(not (resume_from / "manifest.json").is_file(), dist):
+        raise TrainpodError(f"checkpoint {picked} (picked by rank 0) is not visible to every rank under "
+                            f"{run.checkpoints}", "multi-node runs need storage.output on storage every node sees")
     if resume_from is not None:
-        state = ckpt.load(resume_from, model, optimizer, scheduler, scaler)
+        if engine is not None:
+            ds.load(engine, resume_from, frozen_base)
+            state = ckpt.load_state(resume_from)
+        else:
+            state = ckpt.load(resume_from, model, optimizer, scheduler, scaler)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", resume_from, state.step, state.epoch, state.batch)
     elif dist.main and list_checkpoints(run.checkpoints):
         log.warning("%s has no complete checkpoint (manifests missing or invalid): starting from step 0",
                     run.checkpoints)
 
-    train_model = model
-    if dist.world > 1:
+    train_model = model if engine is None else engine
+    if engine is None and dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -465,22 +489,34 @@ def _train(run: Run, dist: Dist) -> int:
     pos_before = Position(state.epoch, state.batch)
     rolled_back = False  # an OOM mid-step: the state to save is the one before that step
 
+    last_saved = state.step if resume_from is not None else -1  # same value on every rank
+
     def save_checkpoint(st: ckpt.TrainerState, rng: dict[str, Any]) -> None:
+        nonlocal last_saved
+        path = run.checkpoints / checkpoint_name(st.step)
+        if engine is not None:
+            if dist.main:
+                ckpt.fresh_dir(path)
+            barrier(dist)
+            ds.save(engine, run.checkpoints, path.name, frozen_base)  # every rank writes its ZeRO shard
+            barrier(dist)  # all shards on disk before rank 0 writes the manifest
+            if dist.main:
+                ckpt.finish(path, st, rng)
+        elif dist.main:
+            ckpt.save(path, model, optimizer, scheduler, st, rng, scaler)
+        last_saved = st.step
         if dist.main:
-            path = ckpt.save(run.checkpoints / checkpoint_name(st.step), model, optimizer, scheduler, st, rng, scaler)
             removed = run.sink.prune(run.checkpoints, hp.keep_checkpoints)
             log.info("checkpoint %s written%s", path.name,
                      f" (removed {', '.join(p.name for p in removed)})" if removed else "")
             run.sink.on_checkpoint(path)
-        if dist.world > 1:
-            import torch.distributed as tdist
-
-            tdist.barrier()
+        barrier(dist)
 
     if dist.main:
         write_status(out, state="running", step=state.step, max_steps=total, loss=None, run_id=spec.run_id)
-    log.info("training: %d steps (batch %d x accumulation %d x world %d), lr %g %s, warmup %d",
-             total, cfg.batch_size, ga, dist.world, hp.learning_rate, hp.lr_scheduler, hp.warmup_steps)
+    log.info("training: %d steps, effective batch %d (batch %d x accumulation %d x world %d), lr %g %s, warmup %d",
+             total, cfg.batch_size * ga * dist.world, cfg.batch_size, ga, dist.world, hp.learning_rate,
+             hp.lr_scheduler, hp.warmup_steps)
     train_model.train()
     try:
         while state.step < total:
@@ -489,26 +525,38 @@ def _train(run: Run, dist: Dist) -> int:
             for _ in range(ga):
                 pos, b = next(stream)
                 micro.append(b)
-            n_targets = sum(int((b["targets"] != -100).sum()) for b in micro)
+            # Normalise by the targets of the whole optimizer step on *all* ranks; DDP and DeepSpeed
+            # average gradients over ranks, so x world makes the update (and the logged loss, summed
+            # over ranks) exactly those of one rank training on the union of the ranks' rows.
+            n_targets, real = (int(v) for v in all_sum(dist, sum(int((b["targets"] != -100).sum()) for b in micro),
+                                                       sum(b["real_tokens"] for b in micro)))
+            scale = dist.world / max(n_targets, 1)
             step_loss = 0.0
             try:
                 for i, b in enumerate(micro):
-                    sync = contextlib.nullcontext() if (dist.world == 1 or i == ga - 1) else train_model.no_sync()
-                    with sync:
+                    last = engine is not None or dist.world == 1 or i == ga - 1
+                    with contextlib.nullcontext() if last else train_model.no_sync():
                         s, _ = loss_sum(train_model, b, device, amp)
-                        loss = s / max(n_targets, 1)
-                        (scaler.scale(loss) if scaler else loss).backward()
-                    step_loss += loss.item()
-                if scaler:
-                    scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm))
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
+                        if engine is not None:  # DeepSpeed steps (and clips) at the accumulation boundary
+                            engine.backward(s * scale, scale_wrt_gas=False)
+                            engine.step()
+                        else:
+                            (scaler.scale(s * scale) if scaler else s * scale).backward()
+                    step_loss += s.item() / max(n_targets, 1)
+                if engine is not None:
+                    grad_norm = float(engine.get_global_grad_norm() or 0.0)
                 else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                    if scaler:
+                        scaler.unscale_(optimizer)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm))
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                step_loss = all_sum(dist, step_loss)[0]
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
@@ -521,7 +569,6 @@ def _train(run: Run, dist: Dist) -> int:
                            f"{run._smaller_hint()}") from None
             state.step += 1
             state.epoch, state.batch = pos.epoch, pos.batch
-            real = sum(b["real_tokens"] for b in micro) * dist.world
             state.tokens_seen += real
             window_tokens += real
             session_tokens += real
@@ -561,8 +608,9 @@ def _train(run: Run, dist: Dist) -> int:
                 improved = state.best_val_loss is None or val < state.best_val_loss
                 if improved:
                     state.best_val_loss, state.best_step, state.evals_without_improvement = val, state.step, 0
-                    if dist.main:
-                        ckpt.save_best(out, model, tokenizer, state.step, val)
+                    with ds.gathered(engine):
+                        if dist.main:
+                            ckpt.save_best(out, model, tokenizer, state.step, val)
                 else:
                     state.evals_without_improvement += 1
                 log.info("eval step %d: val loss %.4f (best %.4f at step %d)", state.step, val,
@@ -577,7 +625,13 @@ def _train(run: Run, dist: Dist) -> int:
             rng_after = ckpt.rng_state()
             if state.step % hp.save_steps == 0 and state.step < total and not stop_early:
                 save_checkpoint(state, rng_after)
-            run.memory_check(device)
+            try:
+                run.memory_check(device)
+                mem_stop = None
+            except Stop as exc:
+                mem_stop = exc
+            if _any_rank(mem_stop is not None, dist):  # one rank over the limit stops all at this step
+                raise mem_stop or Stop(exitcodes.MEMORY, f"memory guard tripped on another rank at step {state.step}")
             if _any_rank(run.stop_signal is not None, dist):
                 raise Stop(exitcodes.STOPPED, f"stopped by {run.stop_signal or 'signal'} at step {state.step}")
             # --max-runtime for every backend (RunPod's pod watchdog is the backstop): this launch's wall time
@@ -590,7 +644,7 @@ def _train(run: Run, dist: Dist) -> int:
     except Stop as stop:
         code, reason = stop.code, stop.reason
         rng = rng_before if rolled_back else ckpt.rng_state()
-        if state.step > 0 and not (run.checkpoints / checkpoint_name(state.step) / "manifest.json").exists():
+        if state.step > 0 and state.step != last_saved:
             save_checkpoint(state, rng)
         if dist.main:
             where = f"complete checkpoint at step {state.step}" if state.step else "no checkpoint (step 0)"
@@ -601,10 +655,12 @@ def _train(run: Run, dist: Dist) -> int:
 
     # ---------------------------------------------------------------- final outputs
     tokens_per_s = session_tokens / max(time.monotonic() - session_start, 1e-9)
+    if val_rows and state.last_val_loss is None:
+        state.last_val_loss = run.evaluate(model, val_rows, device, amp)
+    with ds.gathered(engine):
+        if dist.main:
+            save_weights(model, out)
     if dist.main:
-        if val_rows and state.last_val_loss is None:
-            state.last_val_loss = run.evaluate(model, val_rows, device, amp)
-        save_weights(model, out)
         tokenizer.save_pretrained(str(out))
         meta = run.metadata(state, stats, tokens_per_s)
         atomic_write_bytes(out / METADATA_FILE, json.dumps(meta, indent=2).encode())
@@ -619,6 +675,49 @@ def _train(run: Run, dist: Dist) -> int:
     return exitcodes.OK
 
 
+def init_process_group(device_kind: str, dist: Dist) -> None:
+    """nccl on CUDA, gloo on CPU. Done before the DONE check, so every rank can follow rank 0's answer."""
+    import torch
+    import torch.distributed as tdist
+
+    if device_kind == "cuda":
+        torch.cuda.set_device(dist.local_rank)
+    tdist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+
+
+def from_rank0(value: Any, dist: Dist) -> Any:
+    """Rank 0's ``value`` on every rank: decisions read from the shared output (DONE, resume) are
+    made once, so ranks on different nodes cannot disagree about them."""
+    if dist.world == 1:
+        return value
+    import torch.distributed as tdist
+
+    box = [value]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_sum(dist: Dist, *values: float) -> list[float]:
+    """Element-wise sum of ``values`` over ranks (float64, one collective)."""
+    if dist.world == 1:
+        return [float(v) for v in values]
+    import torch
+    import torch.distributed as tdist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if tdist.get_backend() == "nccl":
+        t = t.cuda()
+    tdist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(dist: Dist) -> None:
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+
+
 def _any_rank(flag: bool, dist: Dist) -> bool:
     """True if the flag is set on any rank, so all ranks stop at the same step."""
     if dist.world == 1:
@@ -627,6 +726,8 @@ def _any_rank(flag: bool, dist: Dist) -> bool:
     import torch.distributed as tdist
 
     t = torch.tensor([1 if flag else 0])
+    if tdist.get_backend() == "nccl":
+        t = t.cuda()
     tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item())
 
@@ -643,6 +744,15 @@ def _close(run: Run) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The process entrypoint; under ``trainpod_trainer.launch`` each rank also records its exit code."""
+    from trainpod_trainer.launch import record_exit_code
+
+    code = _main(argv)
+    record_exit_code(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainpod_trainer",
                                  description="Run one training job from a RunSpec.")
     ap.add_argument("--spec", help="RunSpec JSON file (default: $TRAINPOD_RUN_SPEC)")
