@@ -6,6 +6,11 @@ A checkpoint directory ``checkpoints/step-NNNNNNNN/`` holds the model (adapter o
 sha256; see :mod:`trainpod.manifest`) is written last, so a directory without a valid manifest is
 partial and is never resumed from. Retention keeps the last K complete checkpoints; the best model
 lives separately in ``best/``.
+
+Under DeepSpeed the model/optimizer/scheduler part is DeepSpeed's own (``mp_rank_00_model_states.pt``
+and one ``zero_pp_rank_N_..._optim_states.pt`` per rank, written by every rank through
+:func:`trainpod_trainer.ds.save`); rank 0 adds ``rng.pt`` and ``trainer_state.json`` and the manifest
+with :func:`finish` once a barrier says every rank's shard is on disk.
 """
 
 from __future__ import annotations
