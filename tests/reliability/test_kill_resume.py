@@ -1,4 +1,4 @@
-"""SIGKILL at a random step, then resume; SIGTERM with the default stop grace.
+"""SIGKILL at a random step, then resume; SIGTERM with the default stop grace (local and s3:// output).
 
 Each trial is a real ``python -m trainpod_trainer`` subprocess on the tiny model (12 steps, a
 checkpoint every 3): kill -9 when the metrics log reaches a seeded random step, run the same spec
@@ -124,7 +124,7 @@ def test_sigkill_container_at_random_step_then_resume(docker_env, cpu_image, ima
     from trainpod.backends.docker import DockerBackend
     from trainpod.settings import load_settings
 
-    kill_at = random.Random(SEED + 100).randint(2, MAX_STEPS - 2)
+    kill_at = random.Random(SEED + 100).randint(SAVE_STEPS + 1, MAX_STEPS - 2)  # after the first checkpoint
     out = tmp_path / "out"
     run_id = f"chaos-docker-kill-{os.getpid()}-{int(time.time())}"
     spec = make_spec("smoke", run_id=run_id, dataset=str(image_tree / "profiles" / "data" / "sample"),
