@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,13 +151,67 @@ def pin_dataset(prep: Prepared) -> Prepared:
     return Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend, prep.backend.plan(spec, prep.settings))
 
 
-def submit(prep: Prepared) -> tuple[Prepared, RunHandle]:
+def ensure_image(prep: Prepared, on_line: Callable[[str], None] | None = None) -> None:
+    """Build the run's content-addressed image if the engine lacks it, and push it for RunPod.
+
+    Both are no-ops when the tag is already there, so a launch right after `trainpod build/push`
+    (or a rebuild of unchanged sources) costs two lookups; a launch after a code change just works.
+    """
+    if prep.config is None or not prep.spec.image or prep.backend.name not in ("docker", "runpod"):
+        return
+    from trainpod import images
+
+    cfg = prep.config
+    plan = images.image_plan(cfg.hardware_name, cfg.hardware, prep.settings)
+    if plan.tag != prep.spec.image:  # the tree changed between plan and submit: launch what was planned
+        raise TrainpodError(f"image tag changed since the plan ({prep.spec.image} -> {plan.tag})",
+                            "the sources changed while launching; launch again")
+    client = images.docker_client()
+    images.build(plan, client=client, on_line=on_line)
+    if prep.backend.name == "runpod":  # RunPod pulls from the registry; the docker backend runs it locally
+        images.push(plan, prep.settings, client=client, on_line=on_line)
+
+
+def submit(prep: Prepared, on_line: Callable[[str], None] | None = None) -> tuple[Prepared, RunHandle]:
     prep = pin_dataset(prep)
+    ensure_image(prep, on_line)
     return prep, prep.backend.submit(prep.plan, prep.settings)
 
 
-def follow(backend: Backend, handle: RunHandle) -> Iterator[str]:
-    yield from backend.logs(handle, follow=True)
+class Follow:
+    """The run's log lines until it ends; a preempted spot run is relaunched (bounded by the backend)
+    and followed on. ``handle`` is the current attempt's, for the final status."""
+
+    def __init__(self, backend: Backend, handle: RunHandle, settings: Settings):
+        self.backend, self.handle, self.settings = backend, handle, settings
+        self.relaunches = 0
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            yield from self.backend.logs(self.handle, follow=True)
+            relaunch = getattr(self.backend, "relaunch", None)
+            if relaunch is None or self.backend.status(self.handle).state != "preempted":
+                return
+            self.relaunches += 1
+            yield f"[trainpod] run {self.handle.run_id} was preempted: relaunching (resumes from its last checkpoint)"
+            self.handle = relaunch(self.handle, self.settings)
+
+
+def follow(backend: Backend, handle: RunHandle, settings: Settings | None = None) -> Follow:
+    return Follow(backend, handle, settings or load_settings(os.environ.get("TRAINPOD_PROFILE")))
+
+
+def download_outputs(settings: Settings, handle: RunHandle) -> Path | None:
+    """Bring a finished remote run's outputs (adapter, metadata, logs; not checkpoints) to
+    ``output_dir/RUN_ID`` and record where in the run registry. None for local outputs."""
+    from trainpod import storage
+
+    if not storage.is_s3(handle.output):
+        return None
+    dest = Path(settings.output_dir).expanduser().resolve() / handle.run_id
+    storage.sync_down(handle.output, dest, settings)
+    RunRegistry(settings.state_path).update(handle.run_id, downloaded=str(dest), finished=utcnow_iso())
+    return dest
 
 
 def final_status(backend: Backend, handle: RunHandle) -> RunStatus:

@@ -40,6 +40,7 @@ RUNTIME_VARS = {
     "TRAINPOD_OUTPUT_DIR",
     "TRAINPOD_RESUME_DIR",
     "TRAINPOD_WORK_DIR",
+    "TRAINPOD_LOG_UPLOAD_SECONDS",
     "TRAINPOD_STOP_GRACE_SECONDS",
     "TRAINPOD_PROFILE",
 }
@@ -91,6 +92,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=_alias("TRAINPOD_RUNPOD_API_BASE_URL", "RUNPOD_API_BASE_URL")
     )
     runpod_cloud_type: str | None = None
+    # TEST ONLY: let a CPU hardware profile with a runpod_gpu_type_id run on RunPod, so CI (no GPU) can drive
+    # the whole pod chain with the CPU image standing in for the CUDA one. Never set it for real runs.
+    runpod_cpu_stand_in: bool = False
     # model hubs / trackers
     hf_token: SecretStr | None = Field(default=None, validation_alias=_alias("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))
     wandb_api_key: SecretStr | None = Field(default=None, validation_alias=_alias("WANDB_API_KEY"))

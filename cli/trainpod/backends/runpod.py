@@ -120,14 +120,16 @@ class RunPodBackend:
     name = "runpod"
 
     # ------------------------------------------------------------------ refusals
-    def unsupported(self, spec: RunSpec) -> list[str]:
+    def unsupported(self, spec: RunSpec, cpu_stand_in: bool = False) -> list[str]:
+        """Why ``spec`` cannot run here. ``cpu_stand_in`` (settings.runpod_cpu_stand_in, tests only) lets a
+        CPU profile that names a runpod_gpu_type_id through, so CI drives the pod chain without a GPU."""
         hw, hw_name = spec.config.hardware, spec.config.hardware_name
         reasons = []
         if not hw.supported:
             reasons.append(f"hardware '{hw_name}' is not supported: {hw.unsupported_reason}")
         if hw.device == "mps":
             reasons.append(f"hardware '{hw_name}' is Apple MPS, which exists only on Apple machines, not on RunPod")
-        elif hw.device == "cpu":
+        elif hw.device == "cpu" and not (cpu_stand_in and hw.runpod_gpu_type_id):
             reasons.append(
                 f"hardware '{hw_name}' is CPU-only: trainpod rents GPU pods on RunPod; "
                 "run CPU presets with --remote docker or --remote local"
@@ -145,7 +147,7 @@ class RunPodBackend:
 
     # ------------------------------------------------------------------ plan
     def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
-        reasons = self.unsupported(spec)
+        reasons = self.unsupported(spec, cpu_stand_in=settings.runpod_cpu_stand_in)
         if reasons:
             raise UnsupportedError(
                 "cannot run on RunPod:\n  - " + "\n  - ".join(reasons),
@@ -171,8 +173,10 @@ class RunPodBackend:
             )
         cloud = self._cloud_type(settings, hw.runpod_cloud_type)
         gpu_type = hw.runpod_gpu_type_id
-        assert gpu_type is not None and hw.cuda_version is not None  # guaranteed by unsupported()/schema
-        cuda = allowed_cuda_versions(hw.cuda_version)
+        assert gpu_type is not None  # guaranteed by unsupported()
+        # a CUDA image needs a driver at least as new as its CUDA (schema: cuda_version is set); the CPU
+        # stand-in (tests only) runs on any host
+        cuda = allowed_cuda_versions(hw.cuda_version) if hw.cuda_version else list(RUNPOD_CUDA_VERSIONS)
         if not cuda:
             raise UnsupportedError(
                 f"hardware '{cfg.hardware_name}' needs CUDA >= {hw.cuda_version}, newer than any CUDA version "
@@ -196,7 +200,7 @@ class RunPodBackend:
             name=pod_name(spec.run_id),
             image=spec.image,
             gpu_type_id=gpu_type,
-            gpu_count=hw.gpu_count,
+            gpu_count=max(1, hw.gpu_count),
             cloud_type=cloud,
             container_disk_gb=hw.container_disk_gb,
             volume_gb=0,  # nothing lives on the pod: checkpoints stream to S3
@@ -257,7 +261,7 @@ class RunPodBackend:
     @staticmethod
     def _estimate(cfg: TrainingConfig, price: float | None, hours: float | None, notes: list[str]) -> float | None:
         """Price x GPUs x hours, checked against max_cost_usd (refuses when already over)."""
-        gpus = cfg.hardware.gpu_count
+        gpus = max(1, cfg.hardware.gpu_count)  # a pod has at least one GPU (the CPU stand-in too)
         if price is None:
             return None
         hourly = price * gpus
