@@ -8,6 +8,7 @@ Every run is a ``python -m trainpod_trainer`` subprocess whose only link to the 
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -153,3 +154,40 @@ def test_dataset_changed_after_pinning_is_refused(tmp_path, s3):
     assert res.returncode == 2, res.stderr  # exitcodes.BAD_INPUT
     assert "dataset_manifest_sha256" in res.stderr and "cd" * 32 in res.stderr
     assert "DONE" not in keys(s3, "runs/repinned/")
+
+
+def test_local_checkpoints_are_deleted_only_after_their_upload(tmp_path, s3):
+    """Retention on the pod's disk never deletes the only copy: a checkpoint whose upload has not
+    finished stays local however many newer ones exist."""
+    from trainpod.manifest import write_manifest
+    from trainpod.spec import RunSpec, StorageURIs
+    from trainpod_trainer.sink import S3Sink
+
+    local = RunSpec.load(write_spec(tmp_path / "x", "prune-run"))
+    spec = local.model_copy(update={"storage": StorageURIs(dataset=local.storage.dataset,
+                                                           output=s3.uri("runs/prune-run"))})
+    out = tmp_path / "out"
+    ckpts = out / "checkpoints"
+    sink = S3Sink(spec)
+    assert sink.start(out) is False
+    sink.stage(tmp_path / "data", ckpts, resume=False)  # local dataset: nothing to pull
+    s3.proxy.faults.delay = 0.3  # uploads take seconds: the loop below outruns them
+    try:
+        for step in (1, 2, 3):
+            d = ckpts / f"step-{step:08d}"
+            d.mkdir(parents=True)
+            (d / "adapter_model.safetensors").write_bytes(os.urandom(2048))
+            (d / "trainer_state.json").write_text(json.dumps({"step": step, "best_step": None}))
+            write_manifest(d, step=step)
+            sink.on_checkpoint(d)
+            assert sink.prune(ckpts, keep=1) == []
+        assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000001", "step-00000002", "step-00000003"]
+    finally:
+        s3.proxy.faults.delay = 0.0
+    assert sink.uploader.wait(60)
+    removed = sink.prune(ckpts, keep=1)
+    assert sorted(p.name for p in removed) == ["step-00000001", "step-00000002"]
+    assert [p.name for p in ckpts.iterdir()] == ["step-00000003"]
+    sink.close()
+    listing = keys(s3, "runs/prune-run/checkpoints/")
+    assert "step-00000003/manifest.json" in listing and "step-00000002/manifest.json" in listing
