@@ -50,9 +50,8 @@ def command(spec: RunSpec, path: Path, node_rank: int = 0, wrapped: bool = True)
     """The backends' launch line, run with this interpreter. ``wrapped``: torchrun under
     ``trainpod_trainer.launch``, which hands the trainer's exit code back (torchrun alone says 1)."""
     argv, env = trainer_command(spec, spec_path=str(path), node_rank=node_rank, python=sys.executable, cpu_count=2)
-    if wrapped:
-        i = argv.index("torch.distributed.run")
-        argv[i] = "trainpod_trainer.launch"
+    launcher = "trainpod_trainer.launch" if wrapped else "torch.distributed.run"
+    argv[argv.index("-m") + 1] = launcher  # whichever of the two launch lines trainer_command emits
     return argv, trainer_env(**env)
 
 

@@ -117,7 +117,7 @@ def test_dry_run_plans_start_torchrun_for_every_multi_process_preset(preset, bac
                                        "storage": StorageURIs(dataset="s3://d/x", output="s3://b/runs/r")})
     plan = get_backend(backend).plan(spec, Settings(storage_uri="s3://b", state_dir=str(tmp_path / "state")))
     cmd = plan.command
-    i = cmd.index("torch.distributed.run")
+    i = next(k for k, a in enumerate(cmd) if a in ("torch.distributed.run", "trainpod_trainer.launch"))
     assert cmd[i + 1 : i + 3] == [f"--nproc-per-node={nproc}", "--standalone"]
     assert cmd[cmd.index("-m", i) + 1] == "trainpod_trainer"
     assert plan.env.get("TRAINPOD_DEEPSPEED_CONFIG") == ds_name
