@@ -172,3 +172,18 @@ def test_preempted_spot_run_is_relaunched_a_bounded_number_of_times(backend, s3,
     with pytest.raises(TrainpodError, match="relaunched 2 times"):
         backend.relaunch(handle, settings)
     assert [p.id for p in fake_runpod.live_pods()] == [handle.provider_id]
+
+
+def test_following_cli_terminates_a_pod_whose_watchdog_did_not_act(backend, s3, fake_runpod):
+    """An IdleRunner pod has no supervisor inside, so only the following CLI's backstop can end it:
+    once max_runtime + the stop grace period (+ two polls) has passed, logs(follow=True) terminates it."""
+    cfg = load_catalog(use_cwd=False).resolve("oracle-rauru-cloud", {"max_runtime_minutes": 0.01})
+    spec = RunSpec(run_id="rp-overdue-20260101-000000-abc123", created="2026-01-01T00:00:00+00:00", remote="runpod",
+                   config=cfg, image="registry.local/trainpod:cuda-0123456789ab", stop_grace_seconds=0.5,
+                   storage=StorageURIs(dataset=cfg.dataset.path, output=s3.uri("runs/overdue")))
+    settings = load_settings(storage_uri=s3.uri())
+    handle = backend.submit(backend.plan(spec, settings), settings)
+    lines = list(backend.logs(handle, follow=True))  # returns once the pod is gone
+    assert any("max_runtime_minutes=0.01 passed" in line and handle.provider_id in line for line in lines), lines
+    assert fake_runpod.pods[handle.provider_id].status == "TERMINATED"
+    assert backend.status(RunRegistry(settings.state_path).get(spec.run_id)).state == "cancelled"

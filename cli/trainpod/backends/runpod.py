@@ -470,11 +470,31 @@ class RunPodBackend:
                     yield from complete.split("\n")
             if not follow:
                 return
-            if self.status(handle).state in TERMINAL_STATES + ("unknown", "preempted"):
+            status = self.status(handle)
+            if status.state in TERMINAL_STATES + ("unknown", "preempted"):
                 tail = (storage.read_bytes(uri) or b"")[seen:].decode("utf-8", errors="replace")
                 yield from (line for line in tail.split("\n") if line)
                 return
+            over = self.over_limit(handle, status)
+            if over is not None:
+                yield f"[trainpod] {over}: the pod's watchdog has not stopped it; terminating pod {handle.provider_id}"
+                self.cancel(handle)
+                continue
             time.sleep(self.poll_s)
+
+    def over_limit(self, handle: RunHandle, status: RunStatus) -> str | None:
+        """The CLI's backstop for the pod's watchdog: a limit passed by more than the stop grace period
+        (plus two polls) means the watchdog did not act (hung supervisor, wrong price), so the CLI
+        that follows the run terminates the pod itself."""
+        spec = (handle.extra.get("plan") or {}).get("spec") or {}
+        slack = float(spec.get("stop_grace_seconds") or 60.0) + 2 * self.poll_s
+        minutes, usd = handle.extra.get("max_runtime_minutes"), handle.extra.get("max_cost_usd")
+        if minutes is not None and status.elapsed_s is not None and status.elapsed_s > minutes * 60 + slack:
+            return f"max_runtime_minutes={minutes:g} passed ({status.elapsed_s:.0f}s running)"
+        per_hr = handle.extra.get("cost_per_hr") or 0.0
+        if usd is not None and status.cost_usd is not None and status.cost_usd > usd + per_hr * slack / 3600:
+            return f"max_cost_usd={usd:g} passed (${status.cost_usd:.4f} so far)"
+        return None
 
     def cancel(self, handle: RunHandle) -> None:
         """Terminate the pod (the trainer gets SIGTERM and checkpoints). Idempotent."""
