@@ -1,7 +1,7 @@
 """The trainer's command line and environment for a launch shape — one pure function for all backends.
 
     python:     python -m trainpod_trainer --spec FILE
-    torchrun:   torchrun --nproc-per-node N [--standalone | --nnodes M --node-rank R --rdzv-backend c10d
+    torchrun:   (trainpod_trainer.launch →) torchrun --nproc-per-node N [--standalone | --nnodes M --node-rank R --rdzv-backend c10d
                 --rdzv-endpoint HOST:PORT --rdzv-id RUN] -m trainpod_trainer --spec FILE
     deepspeed:  the same torchrun line; the trainer builds the DeepSpeed engine from the preset's
                 profiles/deepspeed/NAME.json.
@@ -20,6 +20,9 @@ import os
 from trainpod.spec import RunSpec
 
 TRAINER_MODULE = "trainpod_trainer"
+# torchrun behind a thin wrapper that forwards SIGTERM once and exits with the trainer's own code
+# (torchrun alone turns "stopped after a checkpoint" (3) into a generic 1): trainpod_trainer/launch.py
+LAUNCH_WRAPPER = "trainpod_trainer.launch"
 
 
 def trainer_command(
@@ -56,7 +59,7 @@ def trainer_command(
     if shape.launcher == "python" and nproc == 1 and nnodes == 1:
         return [python, "-m", TRAINER_MODULE, *tail], env
 
-    argv = [python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    argv = [python, "-m", LAUNCH_WRAPPER, f"--nproc-per-node={nproc}"]
     if nnodes == 1:
         argv += ["--standalone"]
     else:

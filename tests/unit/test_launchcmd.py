@@ -32,7 +32,7 @@ def test_cpu_ranks_use_torchrun_and_split_cores():
     spec = spec_for("smoke-ddp")
     assert spec.launch.launcher == "torchrun" and spec.launch.nproc_per_node == 2
     argv, env = trainer_command(spec, spec_path="s.json", cpu_count=2)
-    assert argv == ["python", "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
+    assert argv == ["python", "-m", "trainpod_trainer.launch", "--nproc-per-node=2", "--standalone",
                     "--max-restarts=0", "-m", "trainpod_trainer", "--spec", "s.json"]
     assert env["OMP_NUM_THREADS"] == "1"
 
@@ -47,7 +47,7 @@ def test_four_a100s_with_deepspeed_zero2_go_through_torchrun():
     spec = spec_for("oracle-rauru-4xa100-full")
     assert spec.launch.launcher == "deepspeed" and spec.launch.nproc_per_node == 4
     argv, env = trainer_command(spec)
-    assert argv[:5] == ["python", "-m", "torch.distributed.run", "--nproc-per-node=4", "--standalone"]
+    assert argv[:5] == ["python", "-m", "trainpod_trainer.launch", "--nproc-per-node=4", "--standalone"]
     assert env["TRAINPOD_DEEPSPEED_CONFIG"] == "zero2"
     assert "NCCL_P2P_DISABLE" not in env  # NVLink on SXM A100s: keep P2P
 
@@ -79,9 +79,9 @@ def test_runpod_pod_command_wraps_the_multi_gpu_launch_line():
         "storage": StorageURIs(dataset="s3://d/x", output="s3://b/runs/r")})
     plan = RunPodBackend().plan(spec, Settings(storage_uri="s3://b"))
     assert plan.command[:4] == ["python", "-m", "trainpod.podside", "--"]
-    assert plan.command[4:9] == ["python", "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    assert plan.command[4:9] == ["python", "-m", "trainpod_trainer.launch", "--nproc-per-node=2", "--standalone"]
     assert plan.env["NCCL_P2P_DISABLE"] == "1" and plan.gpus == 2
-    assert "torch.distributed.run" in plan.provider_request["input"]["dockerArgs"]
+    assert "trainpod_trainer.launch" in plan.provider_request["input"]["dockerArgs"]
 
 
 # ------------------------------------------------------------------ dry-run plans of every multi-process preset
