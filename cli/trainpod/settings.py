@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     registry_username: str | None = None
     registry_password: SecretStr | None = None
     base_image: str | None = None
+    # multi-node rendezvous (torchrun c10d): the address every node reaches node 0 at
+    master_addr: str = "127.0.0.1"
     # S3
     s3_endpoint_url: str | None = Field(
         default=None, validation_alias=_alias("TRAINPOD_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")

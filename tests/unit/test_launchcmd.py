@@ -137,3 +137,23 @@ def test_multi_node_is_refused_by_single_node_backends_before_any_money_is_spent
     for backend in ("local", "docker"):
         with pytest.raises(UnsupportedError, match="node"):
             get_backend(backend).plan(spec, Settings())
+
+
+def test_docker_multi_node_dry_run_prints_one_container_per_node():
+    from trainpod.backends.docker import DockerBackend
+    from trainpod.errors import UnsupportedError
+    from trainpod.settings import Settings
+
+    spec = spec_for("smoke-ddp", hardware={"nnodes": 2}).model_copy(update={
+        "image": "trainpod:cpu-abc", "storage": StorageURIs(dataset="s3://d/x", output="s3://b/runs/r")})
+    plan = DockerBackend(uid=1000, gid=1000, cpus=4).plan(spec, Settings(master_addr="node0.cluster.example"))
+    nodes = plan.provider_request["nodes"]
+    assert [n["node_rank"] for n in nodes] == [0, 1]
+    for rank, node in enumerate(nodes):
+        argv = node["container"]["command"]
+        assert f"--node-rank={rank}" in argv and "--rdzv-endpoint=node0.cluster.example:29500" in argv
+        assert node["container"]["name"] == f"{spec.run_id}-node{rank}"
+        assert "--network host" in node["docker_run"] and f"--node-rank={rank}" in node["docker_run"]
+    assert any("2 nodes rendezvous at node0.cluster.example:29500" in n for n in plan.notes)
+    with pytest.raises(UnsupportedError, match="needs 2 nodes"):
+        DockerBackend().submit(plan, Settings())

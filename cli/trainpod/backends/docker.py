@@ -68,10 +68,8 @@ class DockerBackend:
                 f"hardware '{spec.config.hardware_name}' ({hw.name}) has no container image: "
                 f"{hw.device} is not reachable from Docker; use --remote local"
             )
-        if hw.nnodes > 1:
-            reasons.append(f"hardware '{spec.config.hardware_name}' needs {hw.nnodes} nodes; one engine is one node")
-        if spec.launch.nnodes > 1:
-            reasons.append(f"launch shape has {spec.launch.nnodes} nodes; one engine is one node (use runpod)")
+        if spec.launch.nnodes > 1 and not spec.storage.output.startswith("s3://"):
+            reasons.append(f"{spec.launch.nnodes} nodes need an output every node reaches: set TRAINPOD_STORAGE_URI=s3://…")
         return reasons
 
     def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
@@ -95,7 +93,8 @@ class DockerBackend:
         mounts.append(Mount(source=str(settings.state_path / "hf-cache"), target=CACHE_TARGET))
         inner = spec.model_copy(update={"storage": StorageURIs(dataset=dataset, output=output), "image": image})
 
-        command, launch_env = trainer_command(inner, cpu_count=self.cpus)
+        master = settings.master_addr
+        command, launch_env = trainer_command(inner, cpu_count=self.cpus, master_addr=master)
         env = {
             "TRAINPOD_RUN_SPEC": inner.to_json(),
             "TRAINPOD_OUTPUT_DIR": output if output == OUTPUT_TARGET else "/workspace/output",
@@ -148,8 +147,20 @@ class DockerBackend:
             secret_env=secret_env, mounts=mounts, workdir="/workspace", gpus=hw.gpu_count if hw.device == "cuda" else 0,
             provider_request={"container": request}, notes=notes, spec=spec,
         )
-        return plan.model_copy(update={"provider_request": {"container": request,
-                                                              "docker_run": docker_run_line(plan, request)}})
+        provider: dict[str, Any] = {"container": request, "docker_run": docker_run_line(plan, request)}
+        if spec.launch.nnodes > 1:
+            # one engine is one node: print the container each node's engine runs (same image, env and
+            # mounts; only the node rank differs). `submit` starts node 0 here; run the others on their hosts.
+            nodes = []
+            for rank in range(spec.launch.nnodes):
+                argv, _ = trainer_command(inner, cpu_count=self.cpus, node_rank=rank, master_addr=master)
+                node_req = {**request, "name": f"{spec.run_id}-node{rank}", "command": argv}
+                nodes.append({"node_rank": rank, "container": node_req, "docker_run": docker_run_line(plan, node_req)})
+            provider["nodes"] = nodes
+            notes.append(f"{spec.launch.nnodes} nodes rendezvous at {master}:{spec.launch.master_port} "
+                         "(TRAINPOD_MASTER_ADDR); run each node's container on its own host")
+            plan = plan.model_copy(update={"notes": notes})
+        return plan.model_copy(update={"provider_request": provider})
 
     # ------------------------------------------------------------------------------------------ engine
     def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
@@ -159,6 +170,11 @@ class DockerBackend:
 
         from trainpod.images import docker_client, image_exists
 
+        if plan.spec.launch.nnodes > 1:
+            raise UnsupportedError(
+                f"--remote docker starts containers on one engine, and this run needs {plan.spec.launch.nnodes} nodes",
+                "run `trainpod launch … --remote docker --dry-run` and start each node's printed container on its host",
+            )
         client = docker_client()
         assert plan.image is not None
         if not image_exists(client, plan.image):
