@@ -469,12 +469,9 @@ def _train(run: Run, dist: Dist) -> int:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if dist.main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        from trainpod_trainer.tracking import Trackers
 
-            run.tb = SummaryWriter(str(out / "tensorboard"), purge_step=state.step or None)
-        except ImportError:  # tensorboard is optional at runtime
-            log.warning("tensorboard is not installed: no event files")
+        run.tb = Trackers(out, spec, state.step)
 
     # ---------------------------------------------------------------- train
     stream = batches.iterate(Position(state.epoch, state.batch))
