@@ -107,9 +107,9 @@ def test_sigkill_at_random_step_then_resume(tmp_path, chaos_record):
     with ThreadPoolExecutor(max_workers=2) as pool:
         trials = list(pool.map(lambda i: _kill_trial(tmp_path, i), range(LOCAL_KILL_TRIALS)))
     loaded = 0
-    for t in trials:
+    for i, t in enumerate(trials):
         if t.ok:
-            assert_adapter_loads(tmp_path / f"kill-{trials.index(t)}" / "out")
+            assert_adapter_loads(tmp_path / f"kill-{i}" / "out")
             loaded += 1
     passed = sum(t.ok for t in trials)
     chaos_record("SIGKILL at random step -> resume (local)", len(trials), passed,
