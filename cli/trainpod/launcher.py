@@ -187,8 +187,12 @@ class Follow:
         self.relaunches = 0
 
     def __iter__(self) -> Iterator[str]:
+        printed = 0  # a relaunched pod restores the log and appends to it: skip what was shown already
         while True:
-            yield from self.backend.logs(self.handle, follow=True)
+            for i, line in enumerate(self.backend.logs(self.handle, follow=True)):
+                if i >= printed:
+                    printed += 1
+                    yield line
             relaunch = getattr(self.backend, "relaunch", None)
             if relaunch is None or self.backend.status(self.handle).state != "preempted":
                 return

@@ -182,6 +182,8 @@ def test_preempted_spot_pod_is_relaunched_and_resumes_from_s3(chain, s3):
             proc.kill()
     assert proc.returncode == 0, out + err
     assert "preempted: relaunching" in out
+    shown = [line for line in out.splitlines() if line[:2] == "20"]  # timestamped trainer log lines
+    assert shown and len(shown) == len(set(shown)), out  # the relaunched pod's restored log is not shown twice
     assert len(chain.pods) == 2 and all(p.status == "TERMINATED" for p in chain.pods.values())
     run_prefix = next(k for k in s3_keys(s3, "trainpod/runs/") if k.endswith("/DONE")).rpartition("/")[0]
     prefix = f"trainpod/runs/{run_prefix}/"

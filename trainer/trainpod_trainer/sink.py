@@ -100,6 +100,7 @@ class S3Sink(Sink):
         self.finished = False
         self._shipped: dict[str, tuple[int, int]] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ship now (a checkpoint was written) instead of at the next interval
         self._shipper: threading.Thread | None = None
         self._ship_lock = threading.Lock()
 
@@ -150,6 +151,7 @@ class S3Sink(Sink):
             return
         state = json.loads((path / "trainer_state.json").read_bytes())
         self.uploader.submit(path, is_best=state.get("best_step") == state.get("step"))
+        self._wake.set()  # the log in S3 then covers at least what the checkpoint does
 
     def prune(self, checkpoints: Path, keep: int) -> list[Path]:
         """Like local retention, but a checkpoint is deleted only once it is complete in S3 (a slow
@@ -189,6 +191,7 @@ class S3Sink(Sink):
     def _finish_uploads(self, raise_errors: bool) -> None:
         """Stop the shipper, then give queued checkpoint uploads up to ``stop_grace_seconds``."""
         self._stop.set()
+        self._wake.set()
         if self._shipper is not None:
             self._shipper.join()
         grace = self.spec.stop_grace_seconds
@@ -201,7 +204,11 @@ class S3Sink(Sink):
             log.error("%s", exc)
 
     def _ship_loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self._ship()
 
     def _ship(self) -> None:
