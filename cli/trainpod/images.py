@@ -20,6 +20,7 @@ docker SDK, imported lazily so ``trainpod --help`` stays light.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -185,6 +186,18 @@ def _default_wheelhouse() -> str | None:
     return val if val and Path(val).is_dir() else None
 
 
+def hardware_env_arg(hardware_name: str, env: dict[str, str]) -> str:
+    """The profile's env as a build arg: base64 of ``export K=V`` lines, so spaces, quotes, ``$`` and
+    backticks survive the trip through the Dockerfile untouched (the entrypoint exports each line's value
+    literally, never through a shell). Only a newline cannot be carried in a line-based file: refused."""
+    for key, value in env.items():
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise ConfigError(f"hardware.{hardware_name}.env.{key}: a value baked into the image cannot contain "
+                              "a newline", "pass multi-line values at run time instead (job env or your shell)")
+    text = "".join(f"export {k}={v}\n" for k, v in sorted(env.items()))
+    return base64.b64encode(text.encode()).decode() if text else ""
+
+
 def image_plan(
     hardware_name: str,
     hardware: Hardware,
@@ -225,7 +238,7 @@ def image_plan(
             "TORCH_INDEX_URL": index,
             "TORCH_CUDA_ARCH_LIST": hardware.cuda_arch_list or "",
             "CUDA_VERSION": cuda,
-            "HARDWARE_ENV": " ".join(f"{k}={v}" for k, v in sorted(hardware.env.items())),
+            "HARDWARE_ENV": hardware_env_arg(hardware_name, hardware.env),
         }
     else:
         base = base_image or settings.base_image or hardware.base_image or DEFAULT_CPU_BASE

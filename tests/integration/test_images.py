@@ -6,6 +6,7 @@ which must reuse every layer but trainpod's own small last ones.
 
 from __future__ import annotations
 
+import base64
 import json
 import tarfile
 import urllib.request
@@ -152,7 +153,8 @@ def test_build_cli_dry_run_touches_no_engine(monkeypatch, tmp_path) -> None:
     plan = json.loads(result.output)["plan"]
     assert plan["build_args"]["BASE_IMAGE"] == "nvidia/cuda:12.8.1-runtime-ubuntu22.04"
     assert plan["build_args"]["TORCH_CUDA_ARCH_LIST"] == "8.9"
-    assert plan["build_args"]["HARDWARE_ENV"] == "NCCL_IB_DISABLE=1 NCCL_P2P_DISABLE=1"
+    assert base64.b64decode(plan["build_args"]["HARDWARE_ENV"]).decode() == (
+        "export NCCL_IB_DISABLE=1\nexport NCCL_P2P_DISABLE=1\n")
     assert plan["tag"].startswith("trainpod:cuda-")
 
 
@@ -166,3 +168,22 @@ def test_entrypoint_exports_hardware_env_without_overriding(docker_env, cpu_imag
         environment={"NCCL_IB_DISABLE": "0"},
         volumes={str(hwenv): {"bind": "/etc/trainpod/hardware.env", "mode": "ro"}})
     assert out.decode().strip() == "1 0"
+
+
+def test_baked_hardware_env_survives_spaces_quotes_and_shell_syntax(docker_env, cpu_image, tmp_path) -> None:
+    """The CUDA build arg (base64 of export lines) decodes to a file the entrypoint exports literally."""
+    from trainpod.errors import ConfigError
+    from trainpod.images import hardware_env_arg
+
+    nasty = {"A_SPACE": "two words", "A_QUOTE": "it's \"q\"", "A_SUB": "$(touch /tmp/pwned)", "A_TICK": "`id`"}
+    hwenv = tmp_path / "hardware.env"
+    hwenv.write_bytes(base64.b64decode(hardware_env_arg("h", nasty)))
+    hwenv.chmod(0o644)
+    script = 'for v in A_SPACE A_QUOTE A_SUB A_TICK; do eval "printf \'%s\\n\' \\"\\$$v\\""; done; ls /tmp'
+    out = docker_env.client().containers.run(
+        cpu_image.tag, ["sh", "-c", script], network_mode="host", remove=True,
+        volumes={str(hwenv): {"bind": "/etc/trainpod/hardware.env", "mode": "ro"}}).decode().splitlines()
+    assert out[:4] == [nasty["A_SPACE"], nasty["A_QUOTE"], nasty["A_SUB"], nasty["A_TICK"]]
+    assert "pwned" not in out[4:]
+    with pytest.raises(ConfigError, match="cannot contain a newline"):
+        hardware_env_arg("h", {"X": "a\nb"})
