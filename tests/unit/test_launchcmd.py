@@ -157,3 +157,16 @@ def test_docker_multi_node_dry_run_prints_one_container_per_node():
     assert any("2 nodes rendezvous at node0.cluster.example:29500" in n for n in plan.notes)
     with pytest.raises(UnsupportedError, match="needs 2 nodes"):
         DockerBackend().submit(plan, Settings())
+
+
+def test_runpod_refuses_a_dataset_the_pod_cannot_read():
+    from trainpod.backends.runpod import RunPodBackend
+    from trainpod.errors import UnsupportedError
+    from trainpod.settings import Settings
+
+    spec = spec_for("oracle-rauru-2x4090").model_copy(update={
+        "remote": "runpod", "image": "registry.example/trainpod:cuda-abc",
+        "storage": StorageURIs(dataset="/home/me/data", output="s3://b/runs/r")})
+    with pytest.raises(UnsupportedError, match=r"local path \(/home/me/data\) the pod cannot read") as info:
+        RunPodBackend().plan(spec, Settings(storage_uri="s3://b"))
+    assert "trainpod data push /home/me/data s3://" in info.value.message

@@ -138,6 +138,12 @@ class RunPodBackend:
             reasons.append(f"hardware '{hw_name}' has no runpod_gpu_type_id (e.g. \"NVIDIA GeForce RTX 4090\")")
         if hw.image != "cuda" and hw.device == "cuda":
             reasons.append(f"hardware '{hw_name}' has image = '{hw.image}'; RunPod GPU pods need image = 'cuda'")
+        if not spec.storage.dataset.startswith("s3://"):
+            reasons.append(
+                f"dataset '{spec.config.dataset_name}' is a local path ({spec.storage.dataset}) the pod cannot read: "
+                f"push it with `trainpod data push {spec.storage.dataset} s3://BUCKET/datasets/{spec.config.dataset_name}` "
+                f"and point [datasets.{spec.config.dataset_name}].path (or a --config overlay) at that URI"
+            )
         if max(hw.nnodes, spec.launch.nnodes) > 1:
             reasons.append(
                 f"multi-node training (nnodes={max(hw.nnodes, spec.launch.nnodes)}) needs RunPod instant "
