@@ -391,22 +391,36 @@ def build(plan: ImagePlan, *, client: Any = None, on_line: Callable[[str], None]
             fileobj=ctx, custom_context=True, tag=plan.tag, buildargs=plan.build_args, network_mode="host",
             rm=True, forcerm=True, pull=False, decode=True, dockerfile="Dockerfile", nocache=no_cache,
         )
-        tail: list[str] = []
-        for event in stream:
-            if "error" in event:
-                detail = event.get("errorDetail", {}).get("message") or event["error"]
-                raise TrainpodError(f"docker build failed: {detail.strip()}",
-                                    "last output:\n" + "".join(tail[-15:]) if tail else None)
-            text = event.get("stream")
-            if text:
-                tail.append(text)
-                if on_line:
-                    for line in text.splitlines():
-                        if line.strip():
-                            on_line(line)
-    if not image_exists(client, plan.tag):
-        raise TrainpodError(f"docker build finished but {plan.tag} does not exist", "".join(tail[-15:]))
+        _follow_build(stream, "docker build", on_line)
+    _check_built(client, plan.tag)
     return True
+
+
+
+_TAIL_LINES = 15
+
+
+def _follow_build(stream: Any, what: str, on_line: Callable[[str], None] | None) -> None:
+    """Consume an engine build stream: lines to ``on_line``, the engine's error verbatim with the last output."""
+    tail: list[str] = []
+    for event in stream:
+        if "error" in event:
+            detail = event.get("errorDetail", {}).get("message") or event["error"]
+            raise TrainpodError(f"{what} failed: {detail.strip()}",
+                                "last output:\n" + "".join(tail[-_TAIL_LINES:]) if tail else None)
+        text = event.get("stream")
+        if text:
+            tail.append(text)
+            del tail[:-_TAIL_LINES]
+            if on_line:
+                for line in text.splitlines():
+                    if line.strip():
+                        on_line(line)
+
+
+def _check_built(client: Any, tag: str) -> None:
+    if not image_exists(client, tag):
+        raise TrainpodError(f"docker build finished but {tag} does not exist", "the engine's log may say why")
 
 
 def _auth(settings: Settings) -> dict[str, str] | None:
@@ -628,20 +642,8 @@ def build_project(plan: ProjectImagePlan, *, client: Any = None, on_line: Callab
         stream = client.api.build(fileobj=ctx, custom_context=True, tag=plan.tag, network_mode="host", rm=True,
                                   forcerm=True, pull=False, decode=True, dockerfile="Dockerfile",
                                   buildargs={"BASE_IMAGE": plan.base_image, "CONTENT_HASH": plan.content_hash})
-        tail: list[str] = []
-        for event in stream:
-            if "error" in event:
-                detail = event.get("errorDetail", {}).get("message") or event["error"]
-                raise TrainpodError(f"project image build failed: {detail.strip()}", "".join(tail[-15:]) or None)
-            text = event.get("stream")
-            if text:
-                tail.append(text)
-                if on_line:
-                    for line in text.splitlines():
-                        if line.strip():
-                            on_line(line)
-    if not image_exists(client, plan.tag):
-        raise TrainpodError(f"docker build finished but {plan.tag} does not exist", "".join(tail[-15:]))
+        _follow_build(stream, "project image build", on_line)
+    _check_built(client, plan.tag)
     return True
 
 

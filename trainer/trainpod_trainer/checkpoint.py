@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -137,16 +138,17 @@ def find_resume(checkpoints: Path) -> Path | None:
     return latest_complete(checkpoints, check_hashes=True)
 
 
-def prune(checkpoints: Path, keep: int) -> list[Path]:
+def prune(checkpoints: Path, keep: int, may_delete: Callable[[Path], bool] | None = None) -> list[Path]:
     """Delete complete checkpoints beyond the newest ``keep``, and partial ones older than the newest
-    complete one (leftovers of a crash). Returns what was removed."""
+    complete one (leftovers of a crash). ``may_delete`` vetoes deleting a complete one (e.g. its upload
+    has not finished). Returns what was removed."""
     removed = []
     complete_seen = 0
     for _, path in list_checkpoints(checkpoints):
         complete = not verify_dir(path, check_hashes=False)
         if complete:
             complete_seen += 1
-            if complete_seen <= keep:
+            if complete_seen <= keep or (may_delete is not None and not may_delete(path)):
                 continue
         elif complete_seen == 0:
             continue  # a partial newer than every complete one may still be being written

@@ -22,14 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from trainpod.errors import TrainpodError
-from trainpod.manifest import list_checkpoints, verify_dir
 from trainpod.spec import RunSpec
 
 log = logging.getLogger("trainpod_trainer.sink")
@@ -158,19 +156,10 @@ class S3Sink(Sink):
         upload must not lose the only copy); partial leftovers older than the newest complete go."""
         if self.uploader is None:
             return super().prune(checkpoints, keep)
+        from trainpod_trainer import checkpoint as ckpt
+
         shipped = self.remote | {uri.rstrip("/").rpartition("/")[2] for uri in self.uploader.uploaded}
-        removed, complete_seen = [], 0
-        for _, path in list_checkpoints(checkpoints):
-            complete = not verify_dir(path, check_hashes=False)
-            if complete:
-                complete_seen += 1
-                if complete_seen <= keep or path.name not in shipped:
-                    continue
-            elif complete_seen == 0:
-                continue  # a partial newer than every complete one may still be being written
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-        return removed
+        return ckpt.prune(checkpoints, keep, may_delete=lambda path: path.name in shipped)
 
     def on_finish(self, output_dir: Path) -> None:
         from trainpod import storage
