@@ -5,8 +5,10 @@ stage's full plan, exactly as it will be submitted), then submitted one after th
 when the previous one succeeded. Each stage after the first gets the previous stage's output directory:
 
 - a ``[jobs.NAME]`` stage as ``TRAINPOD_PREVIOUS_OUTPUT`` (mounted read-only at ``/previous`` in Docker);
-- a built-in preset stage as ``TRAINPOD_PREVIOUS_OUTPUT`` in its environment on ``--remote local``. The built-in
-  trainer does not start from that adapter yet: put the stage that needs it in a job (noted in the plan).
+- a built-in preset stage as the RunSpec's ``init_from``: the trainer starts from that output's LoRA adapter (or
+  full weights) unless it resumes its own checkpoint (Docker mounts a local one read-only at ``/previous``; RunPod
+  needs it on s3://, which is where RunPod stages write). On ``--remote local`` it is also in the environment as
+  ``TRAINPOD_PREVIOUS_OUTPUT``.
 
 ``--from STAGE`` skips the earlier stages and feeds STAGE the output of the newest successful run of the stage
 before it, found in the run registry, where every stage run records ``pipeline``/``pipeline_run``/``stage``.
@@ -99,10 +101,13 @@ def plan_pipeline(name: str, *, remote: str | None = None, from_stage: str | Non
         else:
             prep = prepare(req)
             if previous:
-                notes = [*prep.plan.notes, f"{PREVIOUS_ENV}={previous}: the built-in trainer does not start from it yet"]
-                env = {**prep.plan.env, PREVIOUS_ENV: previous} if remote == "local" else prep.plan.env
-                prep = Prepared(prep.settings, prep.catalog, prep.config, prep.spec, prep.backend,
-                                prep.plan.model_copy(update={"env": env, "notes": notes}))
+                spec = prep.spec.model_copy(update={"init_from": previous})
+                plan = prep.backend.plan(spec, prep.settings)  # the backend maps init_from (mount, refusal)
+                notes = [*plan.notes, f"init_from {previous}: training starts from the previous stage's "
+                         f"{'adapter' if spec.config.finetune == 'lora' else 'weights'}"]
+                env = {**plan.env, PREVIOUS_ENV: previous} if remote == "local" else plan.env
+                prep = Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend,
+                                plan.model_copy(update={"env": env, "notes": notes}))
         stages.append(Stage(stage, "job" if is_job else "preset", prep))
         previous = prep.spec.storage.output
     return PipelinePlan(name=name, run_id=new_run_id(name), remote=remote, stages=stages,

@@ -70,11 +70,15 @@ class RunSpec(Strict):
     launch: LaunchShape = LaunchShape()
     dataset_manifest_sha256: str | None = None
     resume: bool = True
+    # A pipeline stage after the first starts from the previous stage's output root (local path or s3:// URI):
+    # its LoRA adapter or full weights. Ignored when this run resumes its own checkpoint.
+    init_from: str | None = None
     stop_grace_seconds: float = Field(default=60.0, gt=0)
 
     # --------------------------------------------------------------- (de)serialisation
     def to_json(self, indent: int | None = None) -> str:
-        return self.model_dump_json(indent=indent)
+        """JSON; ``init_from`` is left out when unset, so a spec without it reads exactly as before the field."""
+        return self.model_dump_json(indent=indent, exclude={"init_from"} if self.init_from is None else None)
 
     @classmethod
     def from_json(cls, text: str, source: str = SPEC_ENV) -> RunSpec:

@@ -165,7 +165,8 @@ def test_mixed_pipeline_plans_pass_outputs_between_presets_and_jobs(tmp_path):
     assert PREVIOUS_ENV not in preset1.plan.env
     assert job.spec.job.previous_output == preset1.spec.storage.output
     assert preset2.plan.env[PREVIOUS_ENV] == job.spec.storage.output
-    assert any("does not start from it yet" in n for n in preset2.plan.notes)
+    assert preset1.spec.init_from is None and preset2.spec.init_from == job.spec.storage.output
+    assert any(n.startswith(f"init_from {job.spec.storage.output}") for n in preset2.plan.notes)
 
 
 @pytest.mark.s3

@@ -54,11 +54,13 @@ def load_tokenizer(ref: str) -> Any:
     return tok
 
 
-def load_model(config: TrainingConfig, device: Any) -> Any:
+def load_model(config: TrainingConfig, device: Any, init_from: Path | None = None) -> Any:
     """The base model on ``device``, wrapped with LoRA adapters unless ``finetune = "full"``.
 
     LoRA: frozen base weights in the run's precision (halves memory on GPU), adapters in fp32
     (peft's default), compute under autocast. Full: fp32 master weights, compute under autocast.
+    ``init_from``: a previous run's output directory (a pipeline's earlier stage) whose adapter or full
+    weights training starts from instead of a fresh adapter / the base weights.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -76,6 +78,19 @@ def load_model(config: TrainingConfig, device: Any) -> Any:
     model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if init_from is not None:
+        check_previous(config, init_from)
+        if lora:
+            from peft import PeftModel
+
+            try:
+                model = PeftModel.from_pretrained(model, str(init_from), is_trainable=True)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                raise TrainpodError(f"init_from {init_from}: cannot load its adapter into {ref!r}: {exc}",
+                                    "the previous stage must train a LoRA adapter of the same base model") from None
+        else:
+            load_weights(model, init_from)
+        return model.to(device)
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -117,3 +132,51 @@ def load_weights(model: Any, directory: Path) -> None:
     if unexpected or set(missing) - tied:
         raise TrainpodError(f"{directory}: weights do not match the model "
                             f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+FULL_FILES = ("config.json", "model.safetensors")
+PREVIOUS_FILES = (*ADAPTER_FILES, *FULL_FILES, "metadata.json")  # what init_from needs from an output root
+
+
+def check_previous(config: TrainingConfig, directory: Path) -> None:
+    """Refuse a previous output this run cannot start from, naming the path and what is wrong.
+
+    Why before loading: peft and transformers load a mismatched adapter or checkpoint with warnings (or
+    silently ignore keys), and a stage that quietly starts from scratch is worse than one that fails.
+    """
+    import json
+
+    lora = config.finetune == "lora"
+    need = ADAPTER_FILES if lora else FULL_FILES
+    missing = [n for n in need if not (directory / n).is_file()]
+    if missing:
+        kind = "LoRA adapter" if lora else "full weights"
+        raise TrainpodError(f"init_from {directory}: no {kind} there (missing {', '.join(missing)})",
+                            "init_from must be the output root of a finished run of the same finetune kind "
+                            f"(finetune = {config.finetune!r}); did the previous stage succeed?")
+    meta_path = directory / "metadata.json"
+    if meta_path.is_file():
+        try:
+            base = json.loads(meta_path.read_text(encoding="utf-8")).get("model", {}).get("base")
+        except (ValueError, AttributeError):
+            base = None
+        if base and base != config.expert.base_model:
+            raise TrainpodError(f"init_from {directory}: trained on base model {base!r}, "
+                                f"this run uses {config.expert.base_model!r}",
+                                "pipeline stages that pass an adapter on must share the expert's base_model")
+    if not lora:
+        return
+    try:
+        adapter = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise TrainpodError(f"init_from {directory}/adapter_config.json: not valid JSON ({exc})") from None
+    ours = {"target_modules": sorted(config.lora.target_modules), "r": config.lora.r,
+            "lora_alpha": config.lora.lora_alpha}
+    theirs = {"target_modules": sorted(adapter.get("target_modules") or []), "r": adapter.get("r"),
+              "lora_alpha": adapter.get("lora_alpha")}
+    differ = [f"{k} {theirs[k]} vs {ours[k]}" for k in ours if theirs[k] != ours[k]]
+    if differ:
+        raise TrainpodError(f"init_from {directory}: the adapter does not match lora '{config.lora_name}' "
+                            f"({'; '.join(differ)})",
+                            "give both stages the same [lora.*] table (a resumed run must rebuild the same adapter)")

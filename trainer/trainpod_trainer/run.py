@@ -246,6 +246,35 @@ class Run:
         model.train()
         return total / max(count, 1)
 
+    def stage_previous(self) -> Path:
+        """The previous stage's output as a local directory (``spec.init_from``).
+
+        An s3:// output is fetched into the run's scratch: only the root artefacts that starting from it
+        needs (adapter or full weights, metadata), not its checkpoints, which can be many times larger.
+        """
+        from trainpod_trainer.model import PREVIOUS_FILES
+
+        uri = self.spec.init_from
+        assert uri is not None
+        if not uri.startswith("s3://"):
+            return Path(uri)
+        from trainpod import storage
+
+        local = work_dir(self.spec.run_id) / "previous"
+        local.mkdir(parents=True, exist_ok=True)
+        store = storage.open_store(uri)
+        fetched = []
+        for name in PREVIOUS_FILES:
+            data = store.read_bytes(name)
+            if data is not None:
+                atomic_write_bytes(local / name, data)
+                fetched.append(name)
+        if not fetched:
+            raise TrainpodError(f"init_from {uri}: nothing to start from there (no adapter, weights or metadata.json)",
+                                "init_from must be the output of a finished run; did the previous stage succeed?")
+        log.info("init_from %s: fetched into %s", uri, local)
+        return local
+
     # ------------------------------------------------------------------ outputs
     def metadata(self, state: ckpt.TrainerState, stats: Any, tokens_per_s: float) -> dict[str, Any]:
         cfg, spec = self.cfg, self.spec
@@ -291,6 +320,7 @@ class Run:
             "tokens_per_second": round(tokens_per_s, 1),
             "peak_memory_mb": round(self.peak_mem_mb, 1),
             "dataset_manifest_sha256": spec.dataset_manifest_sha256,
+            "init_from": spec.init_from,
         }
 
 
@@ -415,7 +445,18 @@ def _train(run: Run, dist: Dist) -> int:
              device, cfg.precision, cfg.finetune, dist.world)
     tokenizer = load_tokenizer(cfg.expert.base_model)
     batches, val_rows, stats = run.prepare_data(tokenizer)
-    model = load_model(cfg, device)
+    picked = None  # rank 0 picks from the shared output location; every rank loads that one
+    if dist.main and spec.resume:
+        found = ckpt.find_resume(run.checkpoints)
+        picked = found.name if found else None
+    picked = from_rank0(picked, dist)
+    init_from = None
+    if spec.init_from and picked is None:  # a resumed run continues its own checkpoint instead
+        init_from = run.stage_previous() if dist.main else None
+        init_from = Path(from_rank0(str(init_from) if init_from else None, dist))
+        log.info("init_from %s: starting from its %s", spec.init_from,
+                 "adapter" if cfg.finetune == "lora" else "weights")
+    model = load_model(cfg, device, init_from)
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
     n_total = sum(p.numel() for p in model.parameters())
@@ -442,11 +483,6 @@ def _train(run: Run, dist: Dist) -> int:
 
     # ---------------------------------------------------------------- resume
     state = ckpt.TrainerState()
-    picked = None  # rank 0 picks from the shared output location; every rank loads that one
-    if dist.main and spec.resume:
-        found = ckpt.find_resume(run.checkpoints)
-        picked = found.name if found else None
-    picked = from_rank0(picked, dist)
     resume_from = run.checkpoints / picked if picked else None
     if resume_from is not None and _any_rank(not (resume_from / "manifest.json").is_file(), dist):
         raise TrainpodError(f"checkpoint {picked} (picked by rank 0) is not visible to every rank under "

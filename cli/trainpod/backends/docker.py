@@ -33,6 +33,7 @@ from trainpod.spec import RunSpec, StorageURIs, utcnow_iso
 DATA_TARGET = "/data"
 OUTPUT_TARGET = "/output"
 CACHE_TARGET = "/cache/huggingface"
+PREVIOUS_TARGET = "/previous"  # the same mount point trainpod.jobs gives a pipeline's previous stage output
 IMAGE_UID = 1000  # the image's `trainpod` user (images/Dockerfile.*)
 LABEL_PREFIX = "dev.trainpod"
 # trainpod_trainer.exitcodes (the CLI never imports the trainer package, so the contract is restated here)
@@ -91,7 +92,13 @@ class DockerBackend:
             mounts.append(Mount(source=str(Path(output).expanduser().resolve()), target=OUTPUT_TARGET))
             output = OUTPUT_TARGET
         mounts.append(Mount(source=str(settings.state_path / "hf-cache"), target=CACHE_TARGET))
-        inner = spec.model_copy(update={"storage": StorageURIs(dataset=dataset, output=output), "image": image})
+        init_from = spec.init_from  # a pipeline stage's previous output: read-only, where jobs see it too
+        if init_from and not init_from.startswith("s3://"):
+            mounts.append(Mount(source=str(Path(init_from).expanduser().resolve()), target=PREVIOUS_TARGET,
+                                read_only=True))
+            init_from = PREVIOUS_TARGET
+        inner = spec.model_copy(update={"storage": StorageURIs(dataset=dataset, output=output), "image": image,
+                                        "init_from": init_from})
 
         master = settings.master_addr
         command, launch_env = trainer_command(inner, cpu_count=self.cpus, master_addr=master)
@@ -183,6 +190,9 @@ class DockerBackend:
         for m in plan.mounts:
             if m.read_only:
                 if not Path(m.source).is_dir():
+                    if m.target == PREVIOUS_TARGET:
+                        raise TrainpodError(f"init_from directory {m.source} (the previous stage's output) does "
+                                            "not exist", "run the pipeline's earlier stage first")
                     raise TrainpodError(f"dataset directory {m.source} does not exist",
                                         "check the dataset path in training.toml")
                 continue

@@ -144,6 +144,11 @@ class RunPodBackend:
                 f"push it with `trainpod data push {spec.storage.dataset} s3://BUCKET/datasets/{spec.config.dataset_name}` "
                 f"and point [datasets.{spec.config.dataset_name}].path (or a --config overlay) at that URI"
             )
+        if spec.init_from and not spec.init_from.startswith("s3://"):
+            reasons.append(
+                f"init_from (the previous pipeline stage's output) is a local path ({spec.init_from}) the pod cannot "
+                "read: run every stage of the pipeline with --remote runpod, whose outputs are on s3://"
+            )
         if max(hw.nnodes, spec.launch.nnodes) > 1:
             reasons.append(
                 f"multi-node training (nnodes={max(hw.nnodes, spec.launch.nnodes)}) needs RunPod instant "
