@@ -176,3 +176,44 @@ def test_docker_mounts_init_from_read_only_at_previous_and_runpod_needs_s3(make_
     assert info.value.hint
     planned = RunPodBackend().plan(cloud.model_copy(update={"init_from": "s3://bucket/runs/one"}), settings)
     assert planned.spec.init_from == "s3://bucket/runs/one"
+
+
+@pytest.mark.train
+@pytest.mark.s3
+def test_s3_init_from_is_fetched_without_its_checkpoints(s3, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.fixtures.s3 import ACCESS_KEY, SECRET_KEY
+    from trainpod import storage
+    from trainpod.spec import RunSpec
+    from trainpod_trainer.model import load_model, save_weights
+
+    spec = RunSpec.load(write_spec(tmp_path / "out", max_steps=1, learning_rate=1e-12, lr_scheduler="constant",
+                                   warmup_steps=0, save_steps=100))
+    torch.manual_seed(7)
+    model = load_model(spec.config, torch.device("cpu"))
+    with torch.no_grad():  # a trained-looking adapter: a fresh one's lora_B is all zeros
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    prev = tmp_path / "previous-run"
+    save_weights(model, prev)
+    (prev / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (prev / "checkpoints" / "step-00000010" / "optimizer.pt").write_bytes(b"\0" * 4096)
+    uri = s3.uri("runs/previous-run")
+    storage.sync_up(prev, uri)
+
+    path = spec.model_copy(update={"init_from": uri}).write(tmp_path / "spec.json")
+    work = tmp_path / "work"
+    proc = run_trainer(path, timeout=120, AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=ACCESS_KEY,
+                       AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION="us-east-1", TRAINPOD_WORK_DIR=str(work))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = load_file(str(prev / "adapter_model.safetensors"))
+    after = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.allclose(before[key], after[key], rtol=0, atol=1e-8), key
+    assert json.loads((tmp_path / "out" / "metadata.json").read_text())["init_from"] == uri
+    fetched = sorted(p.name for p in (work / "previous").iterdir())
+    assert fetched == ["adapter_config.json", "adapter_model.safetensors"]  # not the previous run's checkpoints
