@@ -35,7 +35,7 @@ learning_rate = 1e-2
 warmup_steps = 2
 lr_scheduler = "linear"
 eval_steps = 5
-save_steps = 100
+save_steps = 5
 logging_steps = 5
 seed = 1234
 
@@ -71,6 +71,7 @@ def test_second_stage_starts_from_the_first_stage_adapter(tmp_path):
     from safetensors.torch import load_file
 
     from trainpod.pipeline import plan_pipeline, run_pipeline
+    from trainpod.spec import RunSpec, StorageURIs
 
     toml = tmp_path / "training.toml"
     toml.write_text(CATALOG)
@@ -102,6 +103,21 @@ def test_second_stage_starts_from_the_first_stage_adapter(tmp_path):
     assert meta2["final_val_loss"] == pytest.approx(meta1["final_val_loss"], rel=1e-4)
     assert meta2["final_val_loss"] < cold - 0.05, (meta2["final_val_loss"], cold)
     assert "init_from " + str(out1) in (out2 / "logs" / "train.log").read_text()
+
+    # a run that resumes its own checkpoint ignores init_from (here unusable: it would exit 2 if it were read)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out1, resumed)
+    (resumed / "DONE").unlink()
+    spec = RunSpec.load(resumed / "run_spec.json")
+    hp = spec.config.hyperparameters.model_copy(update={"max_steps": 6})  # one more step is enough
+    spec = spec.model_copy(update={"storage": StorageURIs(dataset=spec.storage.dataset, output=str(resumed)),
+                                   "init_from": str(tmp_path / "no-such-output"),
+                                   "config": spec.config.model_copy(update={"hyperparameters": hp})})
+    proc = run_trainer(spec.write(tmp_path / "resumed.spec.json"), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (resumed / "logs" / "train.log").read_text()
+    assert "resumed from" in log and "step-00000005" in log and "no-such-output" not in log
+    assert json.loads((resumed / "metadata.json").read_text())["training"]["steps"] == 6
 
 
 @pytest.mark.train
