@@ -440,14 +440,17 @@ def registry_has(client: Any, tag: str, settings: Settings) -> bool:
     return True
 
 
-def push(plan: ImagePlan, settings: Settings, *, client: Any = None,
+def push(plan: ImagePlan | ProjectImagePlan, settings: Settings, *, client: Any = None,
          on_line: Callable[[str], None] | None = None) -> bool:
-    """Push ``plan.tag``; skipped (returns False) when the registry already has it."""
+    """Push ``plan.tag`` (a hardware image, or a job's project image); skipped (returns False) when the
+    registry already has it."""
     if not settings.registry:
         raise ConfigError("no registry configured", "set TRAINPOD_REGISTRY (e.g. ghcr.io/you or 127.0.0.1:5000)")
     client = client or docker_client()
     if not image_exists(client, plan.tag):
-        raise TrainpodError(f"image {plan.tag} is not built", f"run: trainpod build --hardware {plan.hardware_name}")
+        hint = (f"run: trainpod build --hardware {plan.hardware_name}" if isinstance(plan, ImagePlan)
+                else "launch the job again: it builds the project image first")
+        raise TrainpodError(f"image {plan.tag} is not built", hint)
     if registry_has(client, plan.tag, settings):
         return False
     secret = settings.registry_password.get_secret_value() if settings.registry_password else None
@@ -521,6 +524,10 @@ class ProjectImagePlan(BaseModel):
     @property
     def repository(self) -> str:
         return self.tag.rsplit(":", 1)[0]
+
+    @property
+    def tag_name(self) -> str:
+        return self.tag.rsplit(":", 1)[1]
 
 
 def _ignore_patterns(project: Path) -> list[str]:

@@ -10,7 +10,7 @@ same for every job, so they live in one place and every backend's status/logs/ca
 
 The local and docker backends are reused: :class:`JobLocalBackend` / :class:`JobDockerBackend` override only
 ``plan`` and ``submit`` (which read a preset's TrainingConfig); status, logs and cancel work on run handles and
-need nothing job-specific. RunPod is plan-only for jobs in this round (:class:`JobRunPodBackend`).
+need nothing job-specific. On RunPod (:class:`JobRunPodBackend`) the pod supervisor wraps jobrun.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from trainpod.backends.docker import (
     docker_run_line,
 )
 from trainpod.backends.local import LocalBackend, _children
+from trainpod.backends.runpod import RunPodBackend
 from trainpod.config.schema import Hardware, Job, Strict, TrainingConfig
 from trainpod.errors import ConfigError, TrainpodError, UnsupportedError
 from trainpod.runs import RunRegistry
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 SPEC_NAME = "job_spec.json"
 DATA_TARGET = "/data"
 PREVIOUS_TARGET = "/previous"
+POD_OUTPUT = "/workspace/output"  # pod-local scratch; the run's output is its S3 mirror (job.sync_uri)
 SUPERVISOR = ["-m", "trainpod.jobrun"]
 
 
@@ -317,21 +319,24 @@ class JobDockerBackend(DockerBackend):
         return handle
 
 
-class JobRunPodBackend:
-    """``--remote runpod`` for a job: the plan only, in this round.
+class JobRunPodBackend(RunPodBackend):
+    """``--remote runpod`` for a job: one pod runs the pushed project image under the pod supervisor.
 
-    The pod would run the pushed project image with ``python -m trainpod.podside -- python -m trainpod.jobrun``;
-    what is missing before ``submit`` can rent it: podside reads the RunSpec as a preset run (its watchdog and DONE
-    check need to accept a JobRunSpec) and the project image must be pushed next to the hardware image. The plan
-    already applies the same refusals as presets: GPU hardware, S3 output, a registry, a money guard.
+    The pod's command is ``python -m trainpod.podside -- python -m trainpod.jobrun``: podside gives the job the
+    presets' guarantees (DONE check in the S3 mirror, watchdog on max runtime/cost, POD_EXIT restart guard,
+    self-terminate), jobrun runs the user's command and mirrors the pod-local output to ``job.sync_uri``, which is
+    the run's output. ``launcher.ensure_image`` builds and pushes the project image before ``submit`` rents the
+    pod. status/logs/cancel are the preset backend's: they only read the handle and the S3 output. No spot and
+    no GPU fallbacks for jobs yet: a custom script's checkpoints are its own, so relaunching is not automatic.
     """
 
-    name = "runpod"
-
-    def unsupported(self, spec: RunSpec) -> list[str]:
+    def unsupported(self, spec: RunSpec, cpu_stand_in: bool = False) -> list[str]:
+        """Why the job cannot run on a pod. ``cpu_stand_in`` (settings.runpod_cpu_stand_in, tests only) lets a
+        CPU profile that names a runpod_gpu_type_id through, as for presets."""
         job = _job(spec)
         hw, reasons = job.hardware, []
-        if hw.device != "cuda" or not hw.runpod_gpu_type_id or hw.image != "cuda":
+        stand_in = cpu_stand_in and hw.device == "cpu" and hw.image == "cpu" and bool(hw.runpod_gpu_type_id)
+        if not stand_in and (hw.device != "cuda" or not hw.runpod_gpu_type_id or hw.image != "cuda"):
             reasons.append(f"hardware '{job.hardware_name}' is not a RunPod GPU profile (device=cuda, image=cuda, "
                            "runpod_gpu_type_id)")
         if not job.sync_uri:
@@ -348,7 +353,7 @@ class JobRunPodBackend:
         from trainpod.backends.runpod import (
             POD_SECRETS,
             POD_SUPERVISOR,
-            RunPodBackend,
+            RUNPOD_CUDA_VERSIONS,
             _display_input,
             allowed_cuda_versions,
             pod_name,
@@ -356,7 +361,7 @@ class JobRunPodBackend:
         from trainpod.backends.runpod_api import PodRequest
         from trainpod.images import PROJECT_TARGET
 
-        reasons = self.unsupported(spec)
+        reasons = self.unsupported(spec, cpu_stand_in=settings.runpod_cpu_stand_in)
         if reasons:
             raise UnsupportedError("cannot run this job on RunPod:\n  - " + "\n  - ".join(reasons),
                                    "pick a cloud-* hardware profile, or --remote local/docker")
@@ -365,10 +370,12 @@ class JobRunPodBackend:
                                    "set TRAINPOD_REGISTRY; the project image is pushed next to the hardware image")
         job = _job(spec)
         hw = job.hardware
-        assert spec.image is not None and hw.cuda_version is not None and hw.runpod_gpu_type_id is not None
+        assert spec.image is not None and hw.runpod_gpu_type_id is not None
+        # a CUDA image needs a driver at least as new as its CUDA; the CPU stand-in (tests only) runs anywhere
+        cuda = allowed_cuda_versions(hw.cuda_version) if hw.cuda_version else list(RUNPOD_CUDA_VERSIONS)
         inner = spec.model_copy(update={
             "job": job.model_copy(update={"project_dir": PROJECT_TARGET}),
-            "storage": StorageURIs(dataset=job.data or "", output="/workspace/output")})
+            "storage": StorageURIs(dataset=job.data or "", output=POD_OUTPUT)})
         command = [*POD_SUPERVISOR, "python", *SUPERVISOR]
         env = {**hw.env, "TRAINPOD_RUN_SPEC": inner.to_json(), "PYTHONUNBUFFERED": "1",
                "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}"}
@@ -379,34 +386,85 @@ class JobRunPodBackend:
         secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
         cloud = RunPodBackend._cloud_type(settings, hw.runpod_cloud_type)
         request = PodRequest(name=pod_name(spec.run_id), image=spec.image, gpu_type_id=hw.runpod_gpu_type_id,
-                             gpu_count=hw.gpu_count, cloud_type=cloud, container_disk_gb=hw.container_disk_gb,
+                             gpu_count=max(1, hw.gpu_count), cloud_type=cloud,
+                             container_disk_gb=hw.container_disk_gb,
                              env={**env, **{n: "***" for n in secret_names}}, docker_args=shlex.join(command),
-                             allowed_cuda_versions=allowed_cuda_versions(hw.cuda_version))
+                             allowed_cuda_versions=cuda)
         estimate = None
-        notes = ["plan only: submitting custom jobs to RunPod is not wired yet (podside must accept job specs)",
-                 f"outputs mirrored to {job.sync_uri}"]
+        notes = [f"the pod runs {job.argv()} in {PROJECT_TARGET} under trainpod.podside (DONE check, watchdog, "
+                 "self-terminate)", f"outputs mirrored to {job.sync_uri}"]
         price = hw.price_per_gpu_hour
+        gpus = max(1, hw.gpu_count)  # a pod has at least one GPU (the CPU stand-in too)
         if price is not None and job.max_runtime_minutes:  # a custom script's duration is unknown: bound it
-            hours = job.max_runtime_minutes / 60
-            estimate = round(price * hw.gpu_count * hours, 2)
-            notes.append(f"estimate: ${price:g}/GPU-h x {hw.gpu_count} GPU x {hours:.2f} h (max_runtime) = "
-                         f"${estimate:.2f}")
-            if job.max_cost_usd is not None and estimate > job.max_cost_usd:
-                raise UnsupportedError(f"max_runtime would cost ${estimate:.2f}, over max_cost_usd "
-                                       f"${job.max_cost_usd:.2f}", "lower --max-runtime or raise --max-cost")
+            estimate = self._job_estimate(job, price)
+            notes.append(f"estimate: ${price:g}/GPU-h x {gpus} GPU x {job.max_runtime_minutes / 60:.2f} h "
+                         f"(max_runtime) = ${estimate:.2f}")
         elif price is not None and job.max_cost_usd:
-            notes.append(f"duration capped by max_cost_usd: {job.max_cost_usd / (price * hw.gpu_count):.2f} h")
+            notes.append(f"duration capped by max_cost_usd: {job.max_cost_usd / (price * gpus):.2f} h")
         return LaunchPlan(backend=self.name, run_id=spec.run_id, image=spec.image, command=command, env=env,
                           secret_env=secret_names, workdir=PROJECT_TARGET, gpus=hw.gpu_count, spec=spec,
                           estimated_cost_usd=estimate, notes=notes,
                           provider_request={"api": "graphql", "mutation": request.mutation,
                                             "input": _display_input(request.graphql_input()),
                                             "graphql": request.document(secret_names),
-                                            "max_runtime_minutes": job.max_runtime_minutes})
+                                            "gpu_type_id": hw.runpod_gpu_type_id, "cloud_type": cloud,
+                                            "max_runtime_minutes": job.max_runtime_minutes,
+                                            "max_cost_usd": job.max_cost_usd})
+
+    @staticmethod
+    def _job_estimate(job: JobSpec, price: float) -> float:
+        """Price x GPUs x max_runtime, refused when over max_cost_usd (checked in plan and with live prices)."""
+        assert job.max_runtime_minutes is not None
+        estimate = round(price * max(1, job.hardware.gpu_count) * job.max_runtime_minutes / 60, 2)
+        if job.max_cost_usd is not None and estimate > job.max_cost_usd:
+            raise UnsupportedError(f"max_runtime would cost ${estimate:.2f}, over max_cost_usd "
+                                   f"${job.max_cost_usd:.2f}", "lower --max-runtime or raise --max-cost")
+        return estimate
 
     def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
-        raise UnsupportedError("custom jobs on RunPod are plan-only in this round",
-                               "run it with --remote docker, or launch a built-in preset on RunPod")
+        """Rent the pod at the API's live price (re-checked against max_cost), recorded as soon as it exists
+        (a CLI killed while waiting leaves a run `runs status/cancel/sweep` can find); a pod that does not
+        start in ``start_timeout_s`` is terminated."""
+        from trainpod.backends.runpod import POD_SECRETS, _pod_request, pod_name
+        from trainpod.backends.runpod_api import CapacityError, GraphQLClient
+        from trainpod.redact import register_secret
+
+        spec, job, req = plan.spec, _job(plan.spec), plan.provider_request
+        api = GraphQLClient.from_settings(settings)
+        gpu, cloud = req["gpu_type_id"], req["cloud_type"]
+        info = {g.id: g for g in api.gpu_types()}.get(gpu)
+        price = info.price(cloud, spot=False) if info else None
+        if price is None:
+            raise CapacityError(f"{gpu} ({cloud}) is not offered by RunPod now",
+                                "set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, pick other hardware, or retry later")
+        estimate = self._job_estimate(job, price) if job.max_runtime_minutes else None
+        env = dict(plan.env)
+        for name in plan.secret_env:
+            env[name] = getattr(settings, POD_SECRETS[name]).get_secret_value()
+            register_secret(env[name])
+        request = _pod_request(req["input"], name=pod_name(spec.run_id), gpu_type_id=gpu, cloud_type=cloud,
+                               env=env, auth_id=self._registry_auth(api, settings), bid=None)
+        pod = api.deploy(request)
+        registry = RunRegistry(settings.state_path)
+        registry.save(RunHandle(
+            run_id=spec.run_id, backend=self.name, preset=job.name, provider_id=pod.id, output=spec.storage.output,
+            created=utcnow_iso(),
+            extra={"pod_name": request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": False,
+                   "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes", "cost_per_hr": pod.cost_per_hr,
+                   "estimated_cost_usd": estimate, "max_runtime_minutes": job.max_runtime_minutes,
+                   "max_cost_usd": job.max_cost_usd, "started": None, "relaunches": 0,
+                   "plan": {"spec": {"stop_grace_seconds": spec.stop_grace_seconds}}, **_registry_extra(job)}))
+        if self._wait_started(api, pod.id):
+            return registry.update(spec.run_id, started=utcnow_iso())
+        api.terminate(pod.id)
+        registry.update(spec.run_id, cancelled=True)
+        raise CapacityError(f"pod {pod.id} ({gpu}, {cloud}) did not start within {self.start_timeout_s:g}s; "
+                            "terminated it", "retry later, or set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL")
+
+    def relaunch(self, handle: RunHandle, settings: Settings) -> RunHandle:
+        """Jobs are not relaunched automatically (they never run on spot pods): resume by hand."""
+        raise TrainpodError(f"run {handle.run_id}: custom jobs are not relaunched automatically",
+                            f"resume it with `trainpod launch {handle.preset} --remote runpod --resume {handle.run_id}`")
 
 
 def _secret_names(settings: Settings) -> list[str]:

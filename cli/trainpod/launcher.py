@@ -157,10 +157,13 @@ def ensure_image(prep: Prepared, on_line: Callable[[str], None] | None = None) -
     Both are no-ops when the tag is already there, so a launch right after `trainpod build/push`
     (or a rebuild of unchanged sources) costs two lookups; a launch after a code change just works.
     """
-    if prep.config is None or not prep.spec.image or prep.backend.name not in ("docker", "runpod"):
+    if not prep.spec.image or prep.backend.name not in ("docker", "runpod"):
         return
     from trainpod import images
 
+    if prep.config is None:
+        _ensure_job_image(prep, on_line)
+        return
     cfg = prep.config
     plan = images.image_plan(cfg.hardware_name, cfg.hardware, prep.settings)
     if plan.tag != prep.spec.image:  # the tree changed between plan and submit: launch what was planned
@@ -170,6 +173,32 @@ def ensure_image(prep: Prepared, on_line: Callable[[str], None] | None = None) -
     images.build(plan, client=client, on_line=on_line)
     if prep.backend.name == "runpod":  # RunPod pulls from the registry; the docker backend runs it locally
         images.push(plan, prep.settings, client=client, on_line=on_line)
+
+
+def _ensure_job_image(prep: Prepared, on_line: Callable[[str], None] | None) -> None:
+    """A custom job's image for RunPod: the hardware image (built if missing), the project layer on top, pushed.
+
+    The docker backend builds the project layer itself at submit (it runs it locally, nothing to push); RunPod
+    pulls by tag, so the project image must be in the registry before the pod is rented.
+    """
+    from trainpod import images
+    from trainpod.jobs import JobRunSpec
+
+    if prep.backend.name != "runpod" or not isinstance(prep.spec, JobRunSpec):
+        return
+    job, settings = prep.spec.job, prep.settings
+    if job.base_image is None:
+        raise TrainpodError(f"run {prep.spec.run_id}: the plan names no base image", "plan it with prepare_job()")
+    client = images.docker_client()
+    hardware = images.image_plan(job.hardware_name, job.hardware, settings)
+    if hardware.tag == job.base_image:  # the default base: build it like a preset run would (a tag when present)
+        images.build(hardware, client=client, on_line=on_line)
+    project = images.project_image_plan(job.base_image, job.project_dir, job.requirements, settings)
+    if project.tag != prep.spec.image:
+        raise TrainpodError(f"the project changed since it was planned ({prep.spec.image} -> {project.tag})",
+                            "launch again")
+    images.build_project(project, client=client, on_line=on_line)
+    images.push(project, settings, client=client, on_line=on_line)
 
 
 def submit(prep: Prepared, on_line: Callable[[str], None] | None = None) -> tuple[Prepared, RunHandle]:

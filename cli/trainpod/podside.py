@@ -9,7 +9,8 @@ happens on the laptop (PEERS.md complaints 1, 2 and 10):
    reason) next to DONE. A restarted container of the *same* pod finds it and terminates instead of
    training again (a failed run would otherwise loop and bill forever); a new pod (spot relaunch,
    ``--resume``) has another id and trains, resuming from the latest complete checkpoint.
-3. **Watchdog.** ``max_runtime_minutes`` and ``max_cost_usd`` from the RunSpec (cost over the pod's
+3. **Watchdog.** ``max_runtime_minutes`` and ``max_cost_usd`` from the RunSpec (a preset's config, or a
+   custom job's ``job`` table: :class:`trainpod.jobs.JobRunSpec`) (cost over the pod's
    ``costPerHr`` from the API, else the profile price) give a deadline; at the deadline the child
    gets SIGTERM (the trainer checkpoints and exits), then SIGKILL after ``stop_grace_seconds``.
 4. **Signals.** SIGTERM/SIGINT to the supervisor are forwarded to the child.
@@ -32,12 +33,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
 from trainpod.errors import TrainpodError
 from trainpod.redact import install_log_redaction
-from trainpod.spec import RunSpec, utcnow_iso
+from trainpod.spec import SPEC_ENV, RunSpec, utcnow_iso
 
 log = logging.getLogger("trainpod.podside")
 
@@ -80,9 +82,25 @@ class Deadline:
     reason: str
 
 
+def _limits_of(spec: RunSpec) -> Any:
+    """What carries the run's limits and hardware: a custom job's ``job`` table, else the preset's config.
+
+    Both have ``max_runtime_minutes``, ``max_cost_usd`` and ``hardware``, so the watchdog is the same for both.
+    """
+    job = getattr(spec, "job", None)
+    return job if job is not None else spec.config
+
+
+def output_uri(spec: RunSpec) -> str:
+    """Where DONE and POD_EXIT live. A custom job's pod spec writes to pod-local scratch and mirrors it to
+    ``job.sync_uri`` (which outlives the pod); a preset writes to its S3 output directly."""
+    job = getattr(spec, "job", None)
+    return (job.sync_uri if job is not None and job.sync_uri else spec.storage.output).rstrip("/")
+
+
 def deadline_for(spec: RunSpec, cost_per_hr: float | None) -> Deadline:
     """The earliest of the run's limits, in seconds from the child's start."""
-    cfg = spec.config
+    cfg = _limits_of(spec)
     limits: list[tuple[float, str]] = []
     if cfg.max_runtime_minutes is not None:
         limits.append((cfg.max_runtime_minutes * 60, f"max_runtime_minutes={cfg.max_runtime_minutes:g}"))
@@ -118,12 +136,16 @@ class Supervisor:
 
     @property
     def exit_marker(self) -> str:
-        return self.spec.storage.output.rstrip("/") + "/" + EXIT_MARKER
+        return output_uri(self.spec) + "/" + EXIT_MARKER
+
+    @property
+    def done_marker(self) -> str:
+        return output_uri(self.spec) + "/DONE"
 
     # ------------------------------------------------------------------ the story
     def run(self) -> int:
-        if self.storage.exists(self.spec.storage.done_marker):
-            log.info("run %s is already done (%s): not training again", self.spec.run_id, self.spec.storage.done_marker)
+        if self.storage.exists(self.done_marker):
+            log.info("run %s is already done (%s): not training again", self.spec.run_id, self.done_marker)
             self.terminate_pod("run already done")
             return 0
         previous = self._previous_exit()
@@ -216,7 +238,7 @@ class Supervisor:
             else:
                 if pod is not None and pod.cost_per_hr:
                     return pod.cost_per_hr
-        hw = self.spec.config.hardware
+        hw = _limits_of(self.spec).hardware
         return hw.price_per_gpu_hour * max(1, hw.gpu_count) if hw.price_per_gpu_hour else None
 
     def terminate_pod(self, reason: str) -> None:
@@ -228,6 +250,21 @@ class Supervisor:
             self.api.terminate(self.pod_id)
         except RunPodAPIError as exc:
             log.error("could not terminate pod %s: %s — `trainpod runs sweep` will find it", self.pod_id, exc.message)
+
+
+def load_spec(path: str | None) -> RunSpec:
+    """The pod's RunSpec (``--spec FILE`` or ``$TRAINPOD_RUN_SPEC``): a custom job's spec (it has ``job``)
+    as a :class:`~trainpod.jobs.JobRunSpec`, else a preset's. Missing or invalid specs fail in ``load``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8") if path else os.environ.get(SPEC_ENV, "")
+        data = json.loads(text)
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and "job" in data:
+        from trainpod.jobs import JobRunSpec
+
+        return JobRunSpec.load(path)
+    return RunSpec.load(path)
 
 
 def _exit_code(returncode: int) -> int:
@@ -254,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = os.environ.get("RUNPOD_API_KEY")
     api = GraphQLClient(key, transport=urllib_transport, retries=6, backoff_s=2.0) if (pod_id and key) else None
     try:
-        spec = RunSpec.load(spec_path)
+        spec = load_spec(spec_path)
         return Supervisor(spec, command, api=api, pod_id=pod_id, storage=TrainpodStorage()).run()
     except TrainpodError as exc:
         # A bad spec or unreachable storage fails the same way on every restart: end the pod now

@@ -99,8 +99,9 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
     assert plan.estimated_cost_usd is not None and plan.estimated_cost_usd > 0
     shown = json.dumps(plan.display())
     assert "s3cr3t-value-xyz" not in shown and plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
-    with pytest.raises(UnsupportedError, match="plan-only"):
-        prep.backend.submit(plan, prep.settings)
+    assert inner["job"]["sync_uri"] == plan.spec.job.sync_uri  # podside's DONE/POD_EXIT live in the S3 mirror
+    assert plan.provider_request["gpu_type_id"] == "NVIDIA GeForce RTX 4090" and plan.gpus >= 1
+    assert not [n for n in plan.notes if "plan only" in n]  # submit rents the pod (tests/integration/test_byo_runpod)
     with pytest.raises(UnsupportedError, match=r"max_runtime would cost \$[0-9.]+, over max_cost_usd \$0.10"):
         launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90,
                                                 max_cost_usd=0.1))

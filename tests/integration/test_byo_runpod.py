@@ -1,0 +1,99 @@
+"""A custom job on RunPod through the whole loopback chain, nothing of trainpod's mocked: CLI -> project image
+(hardware image + the example project's layer) built and pushed to the loopback registry -> runpod SDK -> HTTP
+-> fake API -> the pod as a real container (host networking) -> podside (DONE check, watchdog, self-terminate)
+-> jobrun -> the example's train.py -> outputs mirrored to S3 (moto) -> downloaded by the CLI.
+
+The CPU image stands in for the CUDA one exactly as in test_runpod_chain.py (``TRAINPOD_RUNPOD_CPU_STAND_IN=1``
+and a cpu hardware table naming a runpod_gpu_type_id); the session's ``cpu_image`` is the base, so only the small
+project layer is built here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-train"
+OVERLAY = """
+[hardware.cpu]
+name = "Generic CPU (x86-64 / arm64)"
+device = "cpu"
+available_memory_gb = 16
+max_batch_size = 16
+max_sequence_length = 2048
+supports_gradient_checkpointing = true
+max_lora_rank = 64
+recommended_gradient_accumulation = 1
+ram_percent = 92
+image = "cpu"
+runpod_gpu_type_id = "NVIDIA GeForce RTX 4090"
+runpod_cloud_type = "COMMUNITY"
+price_per_gpu_hour = 0.5
+
+[jobs.byo-pod]
+hardware = "cpu"
+project_dir = "{project}"
+command = ["python", "train.py", "--steps", "20", "--save-every", "5"]
+requirements = "requirements.txt"
+data = "{data}"
+stop_grace_seconds = 10
+remote = "runpod"
+"""
+
+
+@pytest.fixture
+def chain(tmp_path, s3, fake_runpod, docker_env, cpu_image, monkeypatch):
+    from tests.fakes.runpod_api import DockerRunner
+    from trainpod import storage
+
+    fake_runpod.runner = DockerRunner(docker_env.client())
+    data = s3.uri("datasets/xy")
+    storage.sync_up(EXAMPLE / "data", data)
+    overlay = tmp_path / "training.toml"
+    overlay.write_text(OVERLAY.format(project=EXAMPLE, data=data))
+    env = {
+        "TRAINPOD_CONFIG": str(overlay), "TRAINPOD_STORAGE_URI": s3.uri("trainpod"),
+        "TRAINPOD_REGISTRY": docker_env.registry, "TRAINPOD_RUNPOD_CPU_STAND_IN": "1",
+        "TRAINPOD_STATE_DIR": str(tmp_path / "state"), "TRAINPOD_OUTPUT_DIR": str(tmp_path / "downloads"),
+        "TRAINPOD_BASE_IMAGE": docker_env.base_image,
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    yield fake_runpod
+    for pod in list(fake_runpod.pods.values()):  # never leave a container behind, even on failure
+        fake_runpod.runner.stop(pod)
+
+
+def test_example_job_runs_on_a_pod_mirrors_to_s3_and_the_pod_ends(chain, s3, tmp_path):
+    from trainpod import storage
+
+    res = subprocess.run([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod",
+                          "--max-runtime", "10"], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (pod,) = chain.pods.values()
+    assert pod.status == "TERMINATED"  # podside terminated its own pod
+    assert pod.image.startswith(os.environ["TRAINPOD_REGISTRY"] + "/") and ":project-" in pod.image  # pushed
+    registry = next(p for p in (tmp_path / "state" / "runs").glob("*.json"))
+    record = json.loads(registry.read_text())
+    run_id = record["run_id"]
+    assert "python -m trainpod.podside -- python -m trainpod.jobrun" in pod.docker_args
+
+    remote = s3.uri(f"trainpod/runs/{run_id}")  # the run's output is the pod's S3 mirror
+    listed = set(storage.open_store(remote).list())
+    assert {"model.json", "DONE", "POD_EXIT", "logs/train.log", "checkpoints/step-00000020/manifest.json"} <= listed
+    pod_exit = json.loads(storage.read_bytes(remote + "/POD_EXIT") or b"{}")
+    assert pod_exit["pod_id"] == pod.id and pod_exit["exit_code"] == 0
+
+    local = tmp_path / "downloads" / run_id
+    assert f"outputs downloaded to {local}" in res.stderr
+    model = json.loads((local / "model.json").read_text())
+    assert model["step"] == 20 and (local / "DONE").is_file()
+    assert record["extra"]["downloaded"] == str(local) and record["backend"] == "runpod"
+    assert any("done: w=" in line for line in res.stdout.splitlines())  # the job's log, followed from S3
