@@ -233,3 +233,24 @@ def test_s3_init_from_is_fetched_without_its_checkpoints(s3, tmp_path):
     assert json.loads((tmp_path / "out" / "metadata.json").read_text())["init_from"] == uri
     fetched = sorted(p.name for p in (work / "previous").iterdir())
     assert fetched == ["adapter_config.json", "adapter_model.safetensors"]  # not the previous run's checkpoints
+
+
+@pytest.mark.train
+def test_a_full_finetune_stage_starts_from_the_previous_full_weights(tmp_path):
+    import torch
+
+    from trainpod.config.loader import load_catalog
+    from trainpod_trainer.model import load_model, save_weights
+
+    cfg = load_catalog(use_cwd=False).resolve("smoke", {"finetune": "full"})
+    cpu = torch.device("cpu")
+    trained = load_model(cfg, cpu)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_weights(trained, tmp_path / "previous")
+    started = load_model(cfg, cpu, tmp_path / "previous")
+    fresh = load_model(cfg, cpu)
+    for (name, a), b, c in zip(trained.named_parameters(), started.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b), name
+        assert b.requires_grad and not torch.equal(b, c), name
