@@ -97,3 +97,22 @@ def test_example_job_runs_on_a_pod_mirrors_to_s3_and_the_pod_ends(chain, s3, tmp
     assert model["step"] == 20 and (local / "DONE").is_file()
     assert record["extra"]["downloaded"] == str(local) and record["backend"] == "runpod"
     assert any("done: w=" in line for line in res.stdout.splitlines())  # the job's log, followed from S3
+
+
+def test_max_runtime_watchdog_stops_the_job_pod_after_a_checkpoint(chain, s3, tmp_path):
+    from trainpod import storage
+
+    overlay = Path(os.environ["TRAINPOD_CONFIG"])
+    overlay.write_text(overlay.read_text().replace('"--steps", "20"', '"--steps", "5000", "--step-seconds", "0.05"'))
+    res = subprocess.run([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod",
+                          "--max-runtime", "0.2"], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 3, res.stdout + res.stderr  # contrib.EXIT_STOPPED: checkpointed on SIGTERM, then exited
+    (pod,) = chain.pods.values()
+    assert pod.status == "TERMINATED"
+    run_id = json.loads(next((tmp_path / "state" / "runs").glob("*.json")).read_text())["run_id"]
+    remote = s3.uri(f"trainpod/runs/{run_id}")
+    listed = set(storage.open_store(remote).list())
+    assert "DONE" not in listed and any(k.endswith("/manifest.json") for k in listed), sorted(listed)
+    pod_exit = json.loads(storage.read_bytes(remote + "/POD_EXIT") or b"{}")
+    assert pod_exit["exit_code"] == 3 and "max_runtime_minutes=0.2" in pod_exit["reason"], pod_exit
+    assert storage.latest_complete_checkpoint(remote + "/checkpoints") is not None  # resumable from S3

@@ -107,6 +107,37 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
                                                 max_cost_usd=0.1))
 
 
+def test_pod_supervisor_reads_a_job_spec_its_limits_and_its_done_marker_in_the_mirror(tmp_path, monkeypatch):
+    """podside on a job's pod: the spec is a JobRunSpec, the watchdog uses the job's limits, and DONE/POD_EXIT live
+    in the job's mirror (the spec's own output is pod-local scratch that a restarted container no longer has)."""
+    from trainpod.podside import Supervisor, TrainpodStorage, deadline_for, load_spec
+
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", "s3://team-bucket/trainpod")
+    monkeypatch.setenv("TRAINPOD_REGISTRY", "registry.example.com/team")
+    cfg = _toml(tmp_path, f'''
+        [jobs.gpu]
+        hardware = "cloud-rtx-4090"
+        project_dir = "{EXAMPLE}"
+        command = ["python", "train.py"]
+    ''')
+    prep = launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90,
+                                                   max_cost_usd=5))
+    mirror = tmp_path / "mirror"
+    inner = json.loads(prep.plan.env["TRAINPOD_RUN_SPEC"])
+    inner["job"]["sync_uri"] = str(mirror)  # a local mirror: the storage calls are the same as for s3://
+    monkeypatch.setenv("TRAINPOD_RUN_SPEC", json.dumps(inner))
+    spec = load_spec(None)
+    assert spec.job.name == "gpu" and spec.storage.output == "/workspace/output"
+    assert deadline_for(spec, None).seconds == 90 * 60
+    assert deadline_for(spec, cost_per_hr=10.0).seconds == pytest.approx(1800)  # $5 at $10/h: 30 min first
+    sup = Supervisor(spec, [sys.executable, "-c", "raise SystemExit(7)"], api=None, pod_id="pod-1",
+                     storage=TrainpodStorage())
+    assert sup.run() == 7 and json.loads((mirror / "POD_EXIT").read_text())["exit_code"] == 7
+    assert Supervisor(spec, ["true"], api=None, pod_id="pod-1", storage=TrainpodStorage()).run() == 7  # restarted
+    (mirror / "DONE").write_text("done\n")
+    assert Supervisor(spec, ["false"], api=None, pod_id="pod-2", storage=TrainpodStorage()).run() == 0  # done
+
+
 def test_torchrun_job_plans_the_distributed_launch_line(tmp_path):
     cfg = _toml(tmp_path, f'''
         [jobs.ddp]
