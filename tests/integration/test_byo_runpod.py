@@ -97,6 +97,9 @@ def test_example_job_runs_on_a_pod_mirrors_to_s3_and_the_pod_ends(chain, s3, tmp
     assert model["step"] == 20 and (local / "DONE").is_file()
     assert record["extra"]["downloaded"] == str(local) and record["backend"] == "runpod"
     assert any("done: w=" in line for line in res.stdout.splitlines())  # the job's log, followed from S3
+    sweep = subprocess.run([sys.executable, "-m", "trainpod", "runs", "sweep", "--json"], capture_output=True,
+                           text=True, timeout=60)
+    assert sweep.returncode == 0 and json.loads(sweep.stdout) == [], sweep.stdout + sweep.stderr  # nothing billing
 
 
 def test_max_runtime_watchdog_stops_the_job_pod_after_a_checkpoint(chain, s3, tmp_path):
