@@ -8,8 +8,10 @@ from: comparing that with stage 1's final adapter, tensor by tensor, shows what 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,61 @@ def test_a_full_finetune_stage_starts_from_the_previous_full_weights(tmp_path):
     for (name, a), b, c in zip(trained.named_parameters(), started.parameters(), fresh.parameters(), strict=True):
         assert torch.equal(a, b), name
         assert b.requires_grad and not torch.equal(b, c), name
+
+
+def _wait_docker(backend, handle, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while (st := backend.status(handle)).state in ("pending", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return st
+
+
+@pytest.mark.docker
+@pytest.mark.train
+def test_docker_stage_starts_from_the_previous_adapter_mounted_read_only(docker_env, cpu_image, image_tree,
+                                                                         make_spec, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from trainpod.backends.docker import DockerBackend
+    from trainpod.settings import load_settings
+    from trainpod_trainer.model import load_model, save_weights
+
+    spec = make_spec("smoke", run_id=f"init-docker-{int(time.time())}", output=str(tmp_path / "out"),
+                     dataset=str(image_tree / "profiles" / "data" / "sample"), image=cpu_image.tag,
+                     overrides={"max_steps": 1, "learning_rate": 1e-12, "lr_scheduler": "constant",
+                                "warmup_steps": 0, "save_steps": 100, "eval_steps": 1})
+    torch.manual_seed(11)
+    model = load_model(spec.config, torch.device("cpu"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    save_weights(model, tmp_path / "previous")
+    spec = spec.model_copy(update={"init_from": str(tmp_path / "previous")})
+    settings = load_settings()
+    backend = DockerBackend()
+    if os.geteuid() == 0:  # launched by root, the container runs as uid 1000: root's 0600 files are a clear refusal
+        handle = backend.submit(backend.plan(spec, settings), settings)
+        try:
+            st = _wait_docker(backend, handle)
+            assert st.state == "failed" and st.exit_code == 2, st
+            assert "init_from /previous: adapter_model.safetensors not readable by uid 1000" in "\n".join(
+                backend.logs(handle))
+        finally:
+            docker_env.client().containers.get(handle.provider_id).remove(force=True)
+        for path in (tmp_path / "previous").iterdir():
+            path.chmod(0o644)
+        spec = spec.model_copy(update={"run_id": spec.run_id + "-2"})
+    handle = backend.submit(backend.plan(spec, settings), settings)
+    try:
+        st = _wait_docker(backend, handle)
+        assert st.state == "succeeded", (st, "\n".join(backend.logs(handle)))
+    finally:
+        docker_env.client().containers.get(handle.provider_id).remove(force=True)
+    before = load_file(str(tmp_path / "previous" / "adapter_model.safetensors"))
+    after = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.allclose(before[key], after[key], rtol=0, atol=1e-8), key
+    assert json.loads((tmp_path / "out" / "metadata.json").read_text())["init_from"] == "/previous"

@@ -155,6 +155,11 @@ def check_previous(config: TrainingConfig, directory: Path) -> None:
         raise TrainpodError(f"init_from {directory}: no {kind} there (missing {', '.join(missing)})",
                             "init_from must be the output root of a finished run of the same finetune kind "
                             f"(finetune = {config.finetune!r}); did the previous stage succeed?")
+    unreadable = [n for n in need if not os.access(directory / n, os.R_OK)]
+    if unreadable:  # safetensors reports an unreadable file as "No such file or directory"
+        raise TrainpodError(f"init_from {directory}: {', '.join(unreadable)} not readable by uid {os.getuid()}",
+                            "run every stage as the same user (safetensors writes its files with mode 0600), "
+                            "or make the previous output readable (chmod -R a+r)")
     meta_path = directory / "metadata.json"
     if meta_path.is_file():
         try:
