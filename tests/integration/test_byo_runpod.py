@@ -18,25 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.runpod import CPU_POD_HARDWARE
+
 pytestmark = [pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-train"
-OVERLAY = """
-[hardware.cpu]
-name = "Generic CPU (x86-64 / arm64)"
-device = "cpu"
-available_memory_gb = 16
-max_batch_size = 16
-max_sequence_length = 2048
-supports_gradient_checkpointing = true
-max_lora_rank = 64
-recommended_gradient_accumulation = 1
-ram_percent = 92
-image = "cpu"
-runpod_gpu_type_id = "NVIDIA GeForce RTX 4090"
-runpod_cloud_type = "COMMUNITY"
-price_per_gpu_hour = 0.5
-
+OVERLAY = CPU_POD_HARDWARE + """
 [jobs.byo-pod]
 hardware = "cpu"
 project_dir = "{project}"
