@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -33,18 +32,6 @@ from trainpod.settings import Settings  # noqa: E402
 TARGET_REBUILD_RATIO = 0.10
 TARGET_CHANGED_FRACTION = 0.01
 TARGET_IMAGE_BYTES = 1.6e9
-
-
-def copy_tree(dst: Path) -> Path:
-    for entry in (*images.SOURCE_ROOTS, "images"):
-        src = ROOT / entry
-        if src.is_dir():
-            shutil.copytree(src, dst / entry, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
-        elif src.is_file():
-            (dst / entry).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / entry)
-    return dst
 
 
 def timed_build(plan: images.ImagePlan, client: object, no_cache: bool) -> float:
@@ -64,7 +51,7 @@ def main() -> int:
     settings = Settings(image_repository="trainpod-bench")
     client = images.docker_client()
     with tempfile.TemporaryDirectory(prefix="trainpod-bench-") as tmp:
-        tree = copy_tree(Path(tmp) / "tree")
+        tree = images.copy_source_tree(Path(tmp) / "tree", ROOT)
         cold = images.image_plan(args.hardware, hw, settings, base_image=args.base_image, root=tree)
         cold_s = timed_build(cold, client, no_cache=True)
         edited = tree / "cli" / "trainpod" / "images.py"

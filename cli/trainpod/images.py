@@ -186,6 +186,22 @@ def _default_wheelhouse() -> str | None:
     return val if val and Path(val).is_dir() else None
 
 
+def copy_source_tree(dst: Path, src: Path = REPO_ROOT) -> Path:
+    """Copy what an image is built from (source roots + images/) into ``dst``: a frozen tree to build from,
+    so edits to the working tree during a long build or test session do not change the tag."""
+    import shutil
+
+    for entry in (*SOURCE_ROOTS, "images"):
+        path = src / entry
+        if path.is_dir():
+            shutil.copytree(path, dst / entry, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        elif path.is_file():
+            (dst / entry).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst / entry)
+    return dst
+
+
 def hardware_env_arg(hardware_name: str, env: dict[str, str]) -> str:
     """The profile's env as a build arg: base64 of ``export K=V`` lines, so spaces, quotes, ``$`` and
     backticks survive the trip through the Dockerfile untouched (the entrypoint exports each line's value
