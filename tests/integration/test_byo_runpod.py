@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.runpod import CPU_POD_HARDWARE
+from tests.fixtures.runpod import CPU_POD_HARDWARE, pod_chain
 
 pytestmark = [pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3]
 
@@ -37,25 +37,11 @@ remote = "runpod"
 
 @pytest.fixture
 def chain(tmp_path, s3, fake_runpod, docker_env, cpu_image, monkeypatch):
-    from tests.fakes.runpod_api import DockerRunner
     from trainpod import storage
 
-    fake_runpod.runner = DockerRunner(docker_env.client())
     data = s3.uri("datasets/xy")
     storage.sync_up(EXAMPLE / "data", data)
-    overlay = tmp_path / "training.toml"
-    overlay.write_text(OVERLAY.format(project=EXAMPLE, data=data))
-    env = {
-        "TRAINPOD_CONFIG": str(overlay), "TRAINPOD_STORAGE_URI": s3.uri("trainpod"),
-        "TRAINPOD_REGISTRY": docker_env.registry, "TRAINPOD_RUNPOD_CPU_STAND_IN": "1",
-        "TRAINPOD_STATE_DIR": str(tmp_path / "state"), "TRAINPOD_OUTPUT_DIR": str(tmp_path / "downloads"),
-        "TRAINPOD_BASE_IMAGE": docker_env.base_image,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    yield fake_runpod
-    for pod in list(fake_runpod.pods.values()):  # never leave a container behind, even on failure
-        fake_runpod.runner.stop(pod)
+    yield from pod_chain(monkeypatch, tmp_path, s3, fake_runpod, docker_env, OVERLAY.format(project=EXAMPLE, data=data))
 
 
 def test_example_job_runs_on_a_pod_mirrors_to_s3_and_the_pod_ends(chain, s3, tmp_path):

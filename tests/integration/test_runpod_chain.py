@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.fixtures.runpod import CPU_POD_HARDWARE
+from tests.fixtures.runpod import CPU_POD_HARDWARE, pod_chain
 
 pytestmark = [pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3, pytest.mark.train]
 
@@ -62,26 +62,12 @@ remote = "runpod"
 @pytest.fixture
 def chain(tmp_path, s3, fake_runpod, docker_env, cpu_image, monkeypatch):
     """Fake API running pods as containers; the dataset pushed; the CLI's environment."""
-    from tests.fakes.runpod_api import DockerRunner
     from trainpod import storage
     from trainpod.config.loader import load_catalog
 
-    fake_runpod.runner = DockerRunner(docker_env.client())
     dataset = s3.uri("datasets/sample")
     storage.sync_up(load_catalog(use_cwd=False).datasets["sample"].path, dataset)
-    overlay = tmp_path / "training.toml"
-    overlay.write_text(OVERLAY.format(steps=STEPS, dataset=dataset))
-    env = {
-        "TRAINPOD_CONFIG": str(overlay), "TRAINPOD_STORAGE_URI": s3.uri("trainpod"),
-        "TRAINPOD_REGISTRY": docker_env.registry, "TRAINPOD_RUNPOD_CPU_STAND_IN": "1",
-        "TRAINPOD_STATE_DIR": str(tmp_path / "state"), "TRAINPOD_OUTPUT_DIR": str(tmp_path / "downloads"),
-        "TRAINPOD_BASE_IMAGE": docker_env.base_image,
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    yield fake_runpod
-    for pod in list(fake_runpod.pods.values()):  # never leave a container behind, even on failure
-        fake_runpod.runner.stop(pod)
+    yield from pod_chain(monkeypatch, tmp_path, s3, fake_runpod, docker_env, OVERLAY.format(steps=STEPS, dataset=dataset))
 
 
 def cli(*args: str) -> list[str]:

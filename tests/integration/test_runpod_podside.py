@@ -129,7 +129,7 @@ def test_watchdog_max_runtime_stops_checkpoints_and_terminates(fake_runpod, clie
     started = time.monotonic()
     assert sup.run() == 3
     elapsed = time.monotonic() - started
-    assert 1.0 < elapsed < 10
+    assert elapsed > 1.0 and elapsed < 10  # waited for the grace period, then went on
     assert (out / "checkpointed").exists()
     assert "max_runtime_minutes=0.02" in json.loads((out / "POD_EXIT").read_text())["reason"]
     assert fake_runpod.pods[pod_id].status == "TERMINATED"
