@@ -223,7 +223,11 @@ class Follow:
                     printed += 1
                     yield line
             relaunch = getattr(self.backend, "relaunch", None)
-            if relaunch is None or self.backend.status(self.handle).state != "preempted":
+            status = self.backend.status(self.handle)
+            if relaunch is None or status.state != "preempted":
+                release = getattr(self.backend, "release", None)  # e.g. confirm the pod stopped billing
+                if release is not None:
+                    yield from release(self.handle, status)
                 return
             self.relaunches += 1
             yield f"[trainpod] run {self.handle.run_id} was preempted: relaunching (resumes from its last checkpoint)"

@@ -19,7 +19,6 @@ and that a preempted spot pod reads as ``EXITED`` with no runtime.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -140,6 +139,7 @@ class FakePod:
     restarts: int = 0
     exit_code: int | None = None
     handle: Any = None  # the runner's process / container
+    terminated_by: str | None = None  # "pod" (its own pod-scoped key) or "account" (the user's key)
 
     def public(self) -> dict[str, Any]:
         running = self.status == "RUNNING" and self.started_at is not None
@@ -231,11 +231,16 @@ class DockerRunner:
     def stop(self, pod: FakePod) -> None:
         import docker
 
-        if pod.handle is None:
+        handle, pod.handle = pod.handle, None
+        if handle is None:
             return
-        with contextlib.suppress(docker.errors.NotFound):  # already gone: stopping is idempotent
-            pod.handle.remove(force=True)
-        pod.handle = None
+        try:
+            handle.remove(force=True)
+        except docker.errors.NotFound:  # already gone: stopping is idempotent
+            pass
+        except docker.errors.APIError as exc:  # 409: a removal of it is already in progress
+            if exc.status_code != 409:
+                raise
 
 
 # ----------------------------------------------------------------------------------------- faults
@@ -394,16 +399,18 @@ class FakeRunPod:
             found = self._pod_for(info, input["podId"])
             if found.status == "TERMINATED":
                 raise GraphQLError(f"Pod {found.id} not found")
-            self.runner.stop(found)
             found.status, found.started_at = "EXITED", None
+            self.runner.stop(found)
             return found.public()
 
         def terminate(info: Any, input: dict[str, Any]) -> None:
             found = self._pod_for(info, input["podId"])
             if found.status == "TERMINATED":
                 raise GraphQLError(f"Pod {found.id} not found")
-            self.runner.stop(found)
+            # The pod is gone for the API at once (as on RunPod); its container is removed after.
             found.status, found.started_at = "TERMINATED", None
+            found.terminated_by = "account" if info.context["scope"] is None else "pod"
+            self.runner.stop(found)
             return None
 
         def save_auth(info: Any, input: dict[str, Any]) -> dict[str, Any]:

@@ -187,3 +187,60 @@ def test_following_cli_terminates_a_pod_whose_watchdog_did_not_act(backend, s3, 
     assert any("max_runtime_minutes=0.01 passed" in line and handle.provider_id in line for line in lines), lines
     assert fake_runpod.pods[handle.provider_id].status == "TERMINATED"
     assert backend.status(RunRegistry(settings.state_path).get(spec.run_id)).state == "cancelled"
+
+
+def _follow(backend, handle, settings) -> list[str]:
+    from trainpod.launcher import Follow
+
+    return list(Follow(backend, handle, settings))
+
+
+def test_following_waits_for_the_pod_to_terminate_itself_after_done(backend, s3, fake_runpod):
+    """DONE appears in S3 a moment before the pod's supervisor terminates it: the CLI does not call the
+    run over (and exit) while the pod still bills; it waits, and leaves the termination to the pod."""
+    import threading
+
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    pod = fake_runpod.pods[handle.provider_id]
+    storage.write_bytes(handle.output + "/DONE", b"{}")
+    pod_key = GraphQLClient(pod.api_key, retries=1)  # what podside holds inside the pod
+    timer = threading.Timer(0.5, pod_key.terminate, args=(pod.id,))
+    timer.start()
+    try:
+        lines = _follow(backend, handle, settings)
+    finally:
+        timer.join()
+    assert pod.status == "TERMINATED" and pod.terminated_by == "pod", (pod.status, pod.terminated_by)
+    assert not any("terminating it" in line for line in lines), lines
+
+
+def test_following_terminates_a_pod_left_running_after_its_run_ended(backend, s3, fake_runpod):
+    """The pod's self-terminate did not happen (no supervisor in an IdleRunner pod): past the release
+    timeout the CLI terminates it with the account key and says so."""
+    backend.release_timeout_s = 0.3
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    storage.write_bytes(handle.output + "/DONE", b"{}")
+    lines = _follow(backend, handle, settings)
+    pod = fake_runpod.pods[handle.provider_id]
+    assert pod.status == "TERMINATED" and pod.terminated_by == "account"
+    assert any(f"pod {pod.id} is still RUNNING; terminating it" in line for line in lines), lines
+    assert backend.status(handle).state == "succeeded"  # DONE still decides the outcome
+
+
+def test_following_terminates_an_exited_pod_of_a_failed_run_at_once(backend, s3, fake_runpod):
+    """An on-demand pod left EXITED keeps its disk (and its bill): a failed run's pod is terminated
+    without waiting out the release timeout."""
+    import time
+
+    backend.release_timeout_s = 60.0
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    fake_runpod.preempt(handle.provider_id)  # the container is gone, the pod EXITED
+    t0 = time.monotonic()
+    lines = _follow(backend, handle, settings)
+    assert time.monotonic() - t0 < 30
+    assert backend.status(handle).state == "failed"
+    assert any("is still EXITED; terminating it" in line for line in lines), lines
+    assert fake_runpod.pods[handle.provider_id].status == "TERMINATED"

@@ -102,7 +102,8 @@ def test_launch_trains_on_a_pod_downloads_the_adapter_and_the_pod_ends(chain, s3
     res = launch("--max-runtime", "10")
     assert res.returncode == 0, res.stdout + res.stderr
     (pod,) = chain.pods.values()
-    assert pod.status == "TERMINATED"  # podside terminated its own pod
+    assert (pod.status, pod.terminated_by) == ("TERMINATED", "pod")  # podside terminated its own pod...
+    assert "terminating it" not in res.stdout  # ...and the CLI's backstop was not needed
     assert pod.image.startswith(os.environ["TRAINPOD_REGISTRY"] + "/")  # pushed to the registry, pulled by tag
     run_id = next(iter(json.loads(p.read_text())["run_id"] for p in (tmp_path / "state" / "runs").glob("*.json")))
     local = tmp_path / "downloads" / run_id
@@ -156,7 +157,9 @@ def test_preempted_spot_pod_is_relaunched_and_resumes_from_s3(chain, s3):
     assert "preempted: relaunching" in out
     shown = [line for line in out.splitlines() if line[:2] == "20"]  # timestamped trainer log lines
     assert shown and len(shown) == len(set(shown)), out  # the relaunched pod's restored log is not shown twice
-    assert len(chain.pods) == 2 and all(p.status == "TERMINATED" for p in chain.pods.values())
+    first, second = chain.pods.values()
+    assert (first.status, first.terminated_by) == ("TERMINATED", "account")  # the CLI, before relaunching
+    assert (second.status, second.terminated_by) == ("TERMINATED", "pod")
     run_prefix = next(k for k in s3_keys(s3, "trainpod/runs/") if k.endswith("/DONE")).rpartition("/")[0]
     prefix = f"trainpod/runs/{run_prefix}/"
     log = s3.client().get_object(Bucket=s3.bucket, Key=prefix + "logs/train.log")["Body"].read().decode()
@@ -170,7 +173,7 @@ def test_max_runtime_stops_the_pod(chain, s3):
     res = launch("--max-runtime", "0.4", "--set", "max_steps=5000", "--set", "save_steps=1000")
     assert res.returncode == 3, res.stdout + res.stderr  # exitcodes.STOPPED: checkpointed, then stopped
     (pod,) = chain.pods.values()
-    assert pod.status == "TERMINATED"
+    assert (pod.status, pod.terminated_by) == ("TERMINATED", "pod")  # the pod's own watchdog
     keys = s3_keys(s3, "trainpod/runs/")
     assert not any(k.endswith("/DONE") for k in keys)
     assert any(k.endswith("/manifest.json") and "/checkpoints/" in k for k in keys), sorted(keys)

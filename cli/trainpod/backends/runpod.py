@@ -493,6 +493,38 @@ class RunPodBackend:
                 continue
             time.sleep(self.poll_s)
 
+    release_timeout_s = 60.0  # how long a pod may take to terminate itself after its run ended
+
+    def release(self, handle: RunHandle, status: RunStatus) -> Iterator[str]:
+        """The last step of following a run: make sure the pod stopped billing.
+
+        The pod terminates itself once its trainer exits (podside), a few seconds after DONE or POD_EXIT
+        appear in S3. This waits for that (up to ``release_timeout_s``) so the CLI never reports a run as
+        over while its pod still runs; a pod still there after that (self-terminate failed, pod left
+        EXITED) is terminated from here, and the line says so."""
+        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.errors import TrainpodError
+        from trainpod.settings import load_settings
+
+        if not handle.provider_id:
+            return
+        api = GraphQLClient.from_settings(load_settings())
+        deadline = time.monotonic() + self.release_timeout_s
+        try:
+            while True:
+                pod = api.pod(handle.provider_id)
+                if pod is None or pod.desired_status == "TERMINATED":
+                    return
+                if pod.desired_status != "RUNNING" or time.monotonic() >= deadline:
+                    break
+                time.sleep(min(1.0, self.poll_s))
+            yield (f"[trainpod] run {handle.run_id} is {status.state} but pod {handle.provider_id} is still "
+                   f"{pod.desired_status}; terminating it")
+            api.terminate(handle.provider_id)
+        except TrainpodError as exc:
+            yield (f"[trainpod] could not confirm that pod {handle.provider_id} ended: {exc.message}; "
+                   "check with `trainpod runs sweep`")
+
     def over_limit(self, handle: RunHandle, status: RunStatus) -> str | None:
         """The CLI's backstop for the pod's watchdog: a limit passed by more than the stop grace period
         (plus two polls) means the watchdog did not act (hung supervisor, wrong price), so the CLI
