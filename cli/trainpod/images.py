@@ -413,6 +413,44 @@ def build(plan: ImagePlan, *, client: Any = None, on_line: Callable[[str], None]
 
 
 
+HARDWARE_LABEL = "dev.trainpod.hardware"
+
+
+def prune(plan: ImagePlan, *, client: Any = None) -> dict[str, list[str]]:
+    """Remove this hardware profile's older images from the local engine: ``<repository>:<flavor>-…`` tags whose
+    image carries the profile's label and another content hash than ``plan``'s (project layers are left).
+
+    Every code change makes a new content-addressed tag, so without this a dev box keeps them all. The current
+    tag is never touched; an image a container (running or stopped) still uses is kept, and reported as kept;
+    layers shared with the current image stay (the engine only frees what nothing references). Registry tags
+    are left alone: a teammate's pod may still pull them. Returns ``{"removed": [...], "kept": [...]}``.
+    """
+    import docker.errors
+
+    client = client or docker_client()
+    removed: list[str] = []
+    kept: list[str] = []
+    for image in client.images.list(filters={"label": f"{HARDWARE_LABEL}={plan.hardware_name}"}):
+        labels = image.labels or {}
+        if labels.get(CONTENT_LABEL) in (None, plan.content_hash):
+            continue
+        for tag in sorted(image.tags):
+            repo, _, name = tag.rpartition(":")
+            if repo != plan.repository or not name.startswith(f"{plan.flavor}-"):
+                continue  # another repository, or a project layer (``project-…``, built on a pinned base)
+            try:
+                client.images.remove(tag)  # untags; the engine deletes layers nothing else references
+            except docker.errors.ImageNotFound:
+                continue
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a container uses it
+                    raise
+                kept.append(f"{tag} (used by a container)")
+                continue
+            removed.append(tag)
+    return {"removed": removed, "kept": kept}
+
+
 _TAIL_LINES = 15
 
 
@@ -499,7 +537,7 @@ def resolve_hardware(target: str | None, hardware: str | None, config: str | Non
 
 def build_and_push(target: str | None, *, hardware: str | None = None, settings: Settings, config: str | None = None,
                    base_image: str | None = None, ca_bundle: str | None = None, wheelhouse: str | None = None,
-                   do_build: bool = True, do_push: bool = False, dry_run: bool = False,
+                   do_build: bool = True, do_push: bool = False, dry_run: bool = False, do_prune: bool = False,
                    on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
     """What ``trainpod build`` / ``trainpod push`` do: plan, then (unless dry-run) build and/or push.
 
@@ -515,6 +553,8 @@ def build_and_push(target: str | None, *, hardware: str | None = None, settings:
         result["built"] = build(plan, client=client, on_line=on_line)
     if do_push:
         result["pushed"] = push(plan, settings, client=client, on_line=on_line)
+    if do_prune:
+        result["pruned"] = prune(plan, client=client)
     return result
 
 
@@ -536,6 +576,8 @@ class ProjectImagePlan(BaseModel):
     tag: str
     content_hash: str
     context_files: list[str]
+    ca_bundle: str | None = None  # build-time only (deps stage), like the hardware image's
+    wheelhouse: list[str] = Field(default_factory=list, description="wheels offered to pip in the deps stage")
 
     @property
     def repository(self) -> str:
@@ -598,9 +640,14 @@ def project_files(project: Path) -> list[tuple[str, Path]]:
 
 
 def project_image_plan(base_image: str, project_dir: str | os.PathLike[str], requirements: str | None,
-                       settings: Settings) -> ProjectImagePlan:
+                       settings: Settings, *, ca_bundle: str | None = None,
+                       wheelhouse: str | None = None) -> ProjectImagePlan:
     """Plan the project layer. Pure. Tag ``<repo>:project-<hash12>``; the hash covers the base tag (itself
-    content-addressed), the Dockerfile, the requirements and every project file that is not ignored."""
+    content-addressed), the Dockerfile, the requirements and every project file that is not ignored.
+
+    ``ca_bundle``/``wheelhouse`` (default: the same variables as the hardware image's) help pip install the
+    requirements behind a TLS-intercepting proxy or offline; they reach only the deps stage, never the image,
+    and are not part of the hash. torch wheels are left out of the context: the hardware image has torch."""
     project = Path(project_dir)
     if not project.is_dir():
         raise ConfigError(f"project_dir {project}: not a directory", "check [jobs.NAME] project_dir")
@@ -619,8 +666,16 @@ def project_image_plan(base_image: str, project_dir: str | os.PathLike[str], req
     content_hash = digest.hexdigest()
     registry = (settings.registry or "").rstrip("/")
     tag = f"{registry + '/' if registry else ''}{settings.image_repository}:project-{content_hash[:12]}"
+    ca = ca_bundle if ca_bundle is not None else _default_ca_bundle()
+    if ca and not Path(ca).is_file():
+        raise ConfigError(f"CA bundle {ca}: not a file", "pass --ca-bundle PATH or unset TRAINPOD_BUILD_CA_BUNDLE")
+    house = wheelhouse if wheelhouse is not None else _default_wheelhouse()
+    wheels = sorted(str(w) for w in Path(house).glob("*.whl") if not w.name.startswith("torch-")) if house else []
+    build_files = (["build/ca/ca-bundle.crt"] if ca else []) + [f"build/wheels/{Path(w).name}" for w in wheels]
     return ProjectImagePlan(base_image=base_image, project_dir=str(project.resolve()), requirements=requirements,
-                            tag=tag, content_hash=content_hash, context_files=[f"project/{r}" for r, _ in files])
+                            tag=tag, content_hash=content_hash,
+                            context_files=build_files + [f"project/{r}" for r, _ in files],
+                            ca_bundle=ca, wheelhouse=wheels)
 
 
 def write_project_context(plan: ProjectImagePlan, out: IO[bytes]) -> int:
@@ -629,6 +684,15 @@ def write_project_context(plan: ProjectImagePlan, out: IO[bytes]) -> int:
     req = (project / plan.requirements).read_bytes() if plan.requirements else b""
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in (("Dockerfile", PROJECT_DOCKERFILE.read_bytes()), ("requirements.txt", req)):
+            info = _tarinfo(name, tarfile.REGTYPE, 0o644)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for d in ("build", "build/ca", "build/wheels"):
+            tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755))
+        helpers = ([("build/ca/ca-bundle.crt", Path(plan.ca_bundle))] if plan.ca_bundle else []) + [
+            (f"build/wheels/{Path(w).name}", Path(w)) for w in plan.wheelhouse]
+        for name, path in helpers:
+            data = path.read_bytes()
             info = _tarinfo(name, tarfile.REGTYPE, 0o644)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

@@ -4,7 +4,9 @@ the output mirrored from inside the container to the loopback S3."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,81 @@ def test_example_job_runs_in_its_project_image_and_mirrors_to_s3(docker_env, cpu
     names = listing.decode().split()
     assert "train.py" in names and "data" not in names and ".dockerignore" in names
     client.containers.get(handle.run_id).remove(force=True)
+
+
+def _wheel(dest: Path, name: str, version: str, body: str) -> Path:
+    """A pure-Python wheel written by hand (no build backend, no network): what a wheelhouse holds."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": body,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: trainpod-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join(record + [f"{dist}/RECORD,,"]) + "\n"
+    out = dest / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return out
+
+
+def test_project_requirements_install_through_the_ca_bundle_and_wheelhouse_without_keeping_them(
+        docker_env, cpu_image, tmp_path):
+    """A project's pins are installed in a deps stage that sees the extra CA bundle (pip behind this host's
+    TLS-intercepting proxy) and the wheelhouse; the image gets only what pip installed, and nothing the
+    hardware image already has (torch) is installed twice."""
+    import subprocess
+
+    from trainpod.images import _default_ca_bundle, build_project, project_image_plan
+    from trainpod.settings import load_settings
+
+    ca = _default_ca_bundle() or subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.cert"], capture_output=True, text=True).stdout.strip()
+    if not ca or not Path(ca).is_file():
+        pytest.skip("no CA bundle configured for pip on this host")
+    house = tmp_path / "wheels"
+    house.mkdir()
+    _wheel(house, "tp_hello", "1.0", "GREETING = 'hello from the wheelhouse'\n")
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "requirements.txt").write_text("tp-hello==1.0  # only in the wheelhouse\ntomli-w==1.0.0  # from PyPI\n"
+                                              "torch  # already in the hardware image\n")
+    (project / "main.py").write_text("print('ok')\n")
+    settings = load_settings(None)
+    plan = project_image_plan(cpu_image.tag, project, "requirements.txt", settings, ca_bundle=ca,
+                              wheelhouse=str(house))
+    assert "build/ca/ca-bundle.crt" in plan.context_files and "build/wheels/tp_hello-1.0-py3-none-any.whl" in plan.context_files
+    bare = project_image_plan(cpu_image.tag, project, "requirements.txt", settings, ca_bundle="", wheelhouse="")
+    assert bare.tag == plan.tag  # fetch helpers are not content
+    client = docker_env.client()
+    lines: list[str] = []
+    try:
+        assert build_project(plan, client=client, on_line=lines.append), "\n".join(lines[-30:])
+        probe = ("import tp_hello, tomli_w, torch; print(tp_hello.GREETING); print(tomli_w.__file__); "
+                 "print(torch.__file__)")
+        out = client.containers.run(plan.tag, ["python", "-c", probe], remove=True, network_mode="host").decode()
+        greeting, tomli_path, torch_path = out.strip().splitlines()[-3:]
+        assert greeting == "hello from the wheelhouse"
+        assert tomli_path.startswith("/opt/project-deps/site-packages/")
+        assert torch_path.startswith("/opt/venv/")  # not installed again into the project prefix
+        found = client.containers.run(
+            plan.tag, ["sh", "-c", "find / -xdev \\( -name ca-bundle.crt -o -name 'tp_hello-*.whl' -o -path /tmp/build \\) "
+                                   "-print 2>/dev/null; ls /opt/project-deps/site-packages"],
+            remove=True, network_mode="host").decode()
+        assert "ca-bundle.crt" not in found and "tp_hello-1.0-py3" not in found and "/tmp/build" not in found, found
+        assert "torch" not in found.split()
+        history = " ".join(str(h.get("CreatedBy", "")) for h in client.api.history(plan.tag))
+        assert "build/" not in history and "PIP_CERT" not in history
+    finally:
+        import docker
+
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(plan.tag, force=True)

@@ -7,6 +7,7 @@ which must reuse every layer but trainpod's own small last ones.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import tarfile
 import urllib.request
@@ -187,3 +188,48 @@ def test_baked_hardware_env_survives_spaces_quotes_and_shell_syntax(docker_env, 
     assert "pwned" not in out[4:]
     with pytest.raises(ConfigError, match="cannot contain a newline"):
         hardware_env_arg("h", {"X": "a\nb"})
+
+
+def test_prune_removes_older_images_of_the_profile_only(docker_env, cpu_image, image_tree) -> None:
+    """`trainpod build --prune`: older content-hash tags of this profile go; the current tag, project layers,
+    other profiles, other repositories and images a container still uses stay."""
+    import io
+
+    import docker
+
+    client = docker_env.client()
+    repo = f"trainpod-prune-{uuid.uuid4().hex[:8]}"
+    hw = load_catalog(use_cwd=False).get("hardware", "cpu")
+    plan = images.image_plan("cpu", hw, Settings(image_repository=repo), base_image=docker_env.base_image,
+                             root=image_tree)
+    assert images.build(plan, client=client) is False  # the session's image, tagged into this repository
+
+    def derived(tag: str, **labels: str) -> str:
+        text = f"FROM {cpu_image.tag}\nLABEL " + " ".join(f'{k}="{v}"' for k, v in labels.items()) + "\n"
+        for _ in client.api.build(fileobj=io.BytesIO(text.encode()), tag=tag, network_mode="host", pull=False,
+                                  rm=True, decode=True):
+            pass
+        return client.images.get(tag).id
+
+    old = f"{repo}:cpu-aaaaaaaaaaaa"
+    derived(old, **{images.CONTENT_LABEL: "old-1"})
+    client.images.get(old).tag(f"{repo}-other", "cpu-aaaaaaaaaaaa")  # the same image in another repository
+    in_use = f"{repo}:cpu-bbbbbbbbbbbb"
+    derived(in_use, **{images.CONTENT_LABEL: "old-2"})
+    project = f"{repo}:project-cccccccccccc"
+    derived(project, **{images.CONTENT_LABEL: "old-3"})
+    other_profile = f"{repo}:cpu-dddddddddddd"
+    derived(other_profile, **{images.CONTENT_LABEL: "old-4", images.HARDWARE_LABEL: "cpu-2proc"})
+    container = client.containers.create(in_use, ["true"], network_mode="host")
+    try:
+        result = images.prune(plan, client=client)
+        assert result == {"removed": [old], "kept": [f"{in_use} (used by a container)"]}
+        tags = {t for image in client.images.list() for t in image.tags}
+        assert plan.tag in tags and in_use in tags and project in tags and other_profile in tags
+        assert old not in tags and f"{repo}-other:cpu-aaaaaaaaaaaa" in tags
+        assert images.prune(plan, client=client)["removed"] == []  # idempotent
+    finally:
+        container.remove(force=True)
+        for tag in (plan.tag, in_use, project, other_profile, f"{repo}-other:cpu-aaaaaaaaaaaa", old):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(tag, force=True)

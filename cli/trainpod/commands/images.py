@@ -23,7 +23,7 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _run(obj: dict, target: str | None, *, push: bool, build: bool, dry_run: bool, as_json: bool,
-         **kw: str | None) -> None:
+         prune: bool = False, **kw: str | None) -> None:
     from trainpod.console import emit_json, emit_yamlish
     from trainpod.images import build_and_push
     from trainpod.settings import load_settings
@@ -44,7 +44,7 @@ def _run(obj: dict, target: str | None, *, push: bool, build: bool, dry_run: boo
                     console.print(line, markup=False, highlight=False)
 
             result = build_and_push(target, settings=settings, config=obj.get("config"), do_build=build,
-                                    do_push=push, on_line=on_line, **kw)
+                                    do_push=push, do_prune=prune, on_line=on_line, **kw)
     if as_json:
         emit_json(result)
         return
@@ -57,19 +57,30 @@ def _run(obj: dict, target: str | None, *, push: bool, build: bool, dry_run: boo
         click.echo(f"{'built' if result['built'] else 'up to date'}: {tag}")
     if "pushed" in result:
         click.echo(f"{'pushed' if result['pushed'] else 'already in registry'}: {tag}")
+    pruned = result.get("pruned")
+    if pruned is not None:
+        for old in pruned["removed"]:
+            click.echo(f"removed: {old}")
+        for old in pruned["kept"]:
+            click.echo(f"kept: {old}")
+        if not pruned["removed"] and not pruned["kept"]:
+            click.echo("nothing to prune")
 
 
 @click.command()
 @_options
 @click.option("--push", "do_push", is_flag=True, help="Push to TRAINPOD_REGISTRY after building.")
+@click.option("--prune", "do_prune", is_flag=True,
+              help="Then remove this profile's older trainpod images from the local engine (never registry tags).")
 @click.option("--dry-run", is_flag=True, help="Print Dockerfile, build args, context files and tag; touch no engine.")
 @click.pass_obj
-def build(obj: dict, target: str | None, do_push: bool, dry_run: bool, as_json: bool, **kw: str | None) -> None:
+def build(obj: dict, target: str | None, do_push: bool, do_prune: bool, dry_run: bool, as_json: bool,
+          **kw: str | None) -> None:
     """Build the training image for a preset's hardware (or --hardware NAME).
 
     The tag is content-addressed: building an unchanged tree does nothing.
     """
-    _run(obj, target, build=True, push=do_push, dry_run=dry_run, as_json=as_json, **kw)
+    _run(obj, target, build=True, push=do_push, dry_run=dry_run, as_json=as_json, prune=do_prune, **kw)
 
 
 @click.command()
