@@ -169,9 +169,11 @@ def test_preempted_spot_run_is_relaunched_a_bounded_number_of_times(backend, s3,
     handle = backend.relaunch(handle, settings)
     assert handle.extra["relaunches"] == 2 and handle.extra["pod_name"].endswith("-a2")
     assert backend.status(handle).state == "running"  # the old POD_EXIT belongs to another pod
+    assert [p.id for p in fake_runpod.live_pods()] == [handle.provider_id]
+    fake_runpod.preempt(handle.provider_id)
     with pytest.raises(TrainpodError, match="relaunched 2 times"):
         backend.relaunch(handle, settings)
-    assert [p.id for p in fake_runpod.live_pods()] == [handle.provider_id]
+    assert fake_runpod.live_pods() == []  # no new pod, and the preempted one does not keep its disk billing
 
 
 def test_following_cli_terminates_a_pod_whose_watchdog_did_not_act(backend, s3, fake_runpod):

@@ -331,14 +331,14 @@ class RunPodBackend:
         from trainpod.errors import TrainpodError
 
         count = int(handle.extra.get("relaunches", 0))
+        api = GraphQLClient.from_settings(settings)
+        if handle.provider_id:
+            api.terminate(handle.provider_id)  # whatever is left of the preempted pod, relaunched or not
         if count >= self.max_relaunches:
             raise TrainpodError(
                 f"run {handle.run_id} was relaunched {count} times already; not renting another pod",
                 f"resume later with `trainpod launch {handle.preset} --resume {handle.run_id}`",
             )
-        api = GraphQLClient.from_settings(settings)
-        if handle.provider_id:
-            api.terminate(handle.provider_id)  # whatever is left of the preempted pod
         plan = LaunchPlan.model_validate(handle.extra["plan"])
         return self._rent(plan, settings, api, first_attempt=int(handle.extra.get("next_attempt", 1)),
                           relaunches=count + 1)
