@@ -4,7 +4,8 @@ The linear story, the same as the built-in trainer's:
 
     JobRunSpec ─▶ pull data (s3://) ─▶ pick the resume checkpoint (local, else the S3 mirror)
     ─▶ run the command with the TRAINPOD_* contract, output teed to logs/train.log
-    ─▶ mirror the output dir to S3 every TRAINPOD_SYNC_INTERVAL seconds (default 60) and at exit
+    ─▶ mirror the output dir to S3 every TRAINPOD_SYNC_INTERVAL seconds (default 60) and at exit,
+       the log and status.json every TRAINPOD_LOG_SYNC_INTERVAL seconds (default 10)
     ─▶ status.json, DONE (exit 0 only) ─▶ final sync, DONE uploaded last ─▶ exit with the command's code
 
 SIGTERM/SIGINT are forwarded to the command, which checkpoints and exits (trainpod.contrib); after the grace
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -32,6 +34,7 @@ from trainpod.manifest import MANIFEST_NAME, atomic_write_bytes, latest_complete
 from trainpod.spec import SPEC_ENV
 
 SYNC_INTERVAL_ENV = "TRAINPOD_SYNC_INTERVAL"
+LOG_SYNC_INTERVAL_ENV = "TRAINPOD_LOG_SYNC_INTERVAL"
 
 
 def _log(msg: str) -> None:
@@ -73,23 +76,51 @@ def _resume_dir(job: JobSpec, out: Path, resume: bool) -> Path | None:
 
 
 class _Mirror:
-    """Background mirror of the output dir to ``sync_uri``; checkpoint manifests (and DONE) go up last."""
+    """Background mirror of the output dir to ``sync_uri``; checkpoint manifests (and DONE) go up last.
 
-    def __init__(self, out: Path, uri: str, interval: float):
-        self.out, self.uri, self.interval = out, uri, interval
+    The whole dir goes up every ``interval`` seconds; the log and status.json, which `trainpod runs logs -f` and
+    `runs status` read from S3, every ``live_interval`` seconds when they changed (as the built-in trainer does)."""
+
+    LIVE = ("logs/train.log", "status.json")
+
+    def __init__(self, out: Path, uri: str, interval: float, live_interval: float = 10.0):
+        self.out, self.uri, self.interval, self.live_interval = out, uri, interval, live_interval
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._sent: dict[str, tuple[int, int]] = {}
         self._thread = threading.Thread(target=self._loop, name="trainpod-mirror", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        next_full = time.monotonic() + self.interval
+        while not self._stop.wait(min(self.interval, self.live_interval)):
             try:
-                self.sync()
+                if time.monotonic() >= next_full:
+                    next_full = time.monotonic() + self.interval
+                    self.sync()
+                else:
+                    self.sync_live()
             except Exception as exc:  # a failed round is retried next round and at exit
                 _log(f"sync to {self.uri} failed, will retry: {exc}")
+
+    def sync_live(self) -> None:
+        from trainpod.storage import write_bytes
+
+        for rel in self.LIVE:
+            path = self.out / rel
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            seen = (st.st_size, st.st_mtime_ns)  # a change hint for these two files only, never for sync
+            if self._sent.get(rel) == seen:
+                continue
+            data = path.read_bytes()
+            with self._lock:
+                write_bytes(f"{self.uri.rstrip('/')}/{rel}", data)
+            self._sent[rel] = seen
 
     def sync(self, final: bool = False) -> None:
         from trainpod.storage import sync_up
@@ -125,7 +156,8 @@ def run(spec: JobRunSpec) -> int:
         _log(f"resuming from {resume}")
     mirror = None
     if job.sync_uri:
-        mirror = _Mirror(out, job.sync_uri, float(os.environ.get(SYNC_INTERVAL_ENV) or 60))
+        mirror = _Mirror(out, job.sync_uri, float(os.environ.get(SYNC_INTERVAL_ENV) or 60),
+                         float(os.environ.get(LOG_SYNC_INTERVAL_ENV) or 10))
         mirror.start()
 
     argv = job.argv()

@@ -179,3 +179,43 @@ def test_a_job_whose_outputs_cannot_reach_s3_is_not_done(s3, tmp_path, monkeypat
     assert (out / "model.json").is_file() and not (out / "DONE").exists()  # trained, but not safely stored
     assert status.state == "failed" and status.exit_code == 1, status
     assert "final sync to s3://" in json.loads((out / "status.json").read_text())["reason"]
+
+
+@pytest.mark.s3
+def test_a_running_jobs_log_reaches_s3_between_full_syncs(s3, tmp_path, monkeypatch):
+    """`runs logs -f` on a remote job reads logs/train.log from S3: it goes up every few seconds while the job
+    runs, not only with the (slower) full mirror of the output dir."""
+    from trainpod import storage
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "wait.py").write_text(
+        "import os, pathlib, time\n"
+        "print('hello from the job', flush=True)\n"
+        "go = pathlib.Path(os.environ['TRAINPOD_OUTPUT_DIR']) / 'go'\n"
+        "end = time.monotonic() + 60\n"
+        "while not go.exists() and time.monotonic() < end:\n"
+        "    time.sleep(0.1)\n"
+        "print('bye', flush=True)\n")
+    toml = tmp_path / "training.toml"
+    toml.write_text(f'[jobs.waiter]\nhardware = "cpu"\nproject_dir = "{project}"\ncommand = ["python", "wait.py"]\n')
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", s3.uri("team"))
+    monkeypatch.setenv("TRAINPOD_SYNC_INTERVAL", "3600")  # no full mirror round while the job runs
+    monkeypatch.setenv("TRAINPOD_LOG_SYNC_INTERVAL", "0.5")
+    req = launcher.LaunchRequest(preset="waiter", config=str(toml), output_dir=str(tmp_path / "runs"))
+    prep, handle = launcher.submit(launcher.prepare(req))
+    remote = s3.uri(f"team/runs/{handle.run_id}")
+    try:
+        deadline = time.monotonic() + 30
+        while b"hello from the job" not in (storage.read_bytes(remote + "/logs/train.log") or b""):
+            assert time.monotonic() < deadline, "the job's log did not reach S3 while it ran"
+            time.sleep(0.2)
+        assert prep.backend.status(handle).state == "running"
+        assert json.loads(storage.read_bytes(remote + "/status.json"))["state"] == "running"
+        assert storage.read_bytes(remote + "/DONE") is None
+    finally:
+        (Path(handle.output) / "go").touch()
+    lines = list(launcher.follow(prep.backend, handle))
+    assert prep.backend.status(handle).state == "succeeded", lines
+    assert b"bye" in storage.read_bytes(remote + "/logs/train.log")  # the final sync has the whole log
+    assert storage.read_bytes(remote + "/DONE") is not None
