@@ -4,8 +4,8 @@ The linear story, the same as the built-in trainer's:
 
     JobRunSpec ─▶ pull data (s3://) ─▶ pick the resume checkpoint (local, else the S3 mirror)
     ─▶ run the command with the TRAINPOD_* contract, output teed to logs/train.log
-    ─▶ mirror the output dir to S3 every TRAINPOD_SYNC_INTERVAL seconds (default 60) and at exit,
-       the log and status.json every TRAINPOD_LOG_SYNC_INTERVAL seconds (default 10)
+    ─▶ mirror the output dir to S3 every sync_interval_seconds (default 60) and at exit, the log and
+       status.json every log_sync_interval_seconds (default 10); TRAINPOD_(LOG_)SYNC_INTERVAL override them
     ─▶ status.json, DONE (exit 0 only) ─▶ final sync, DONE uploaded last ─▶ exit with the command's code
 
 SIGTERM/SIGINT are forwarded to the command, which checkpoints and exits (trainpod.contrib); after the grace
@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from trainpod.contrib import DATA_ENV, EXIT_STOPPED, GRACE_ENV, OUTPUT_ENV, PREVIOUS_ENV, RESUME_ENV
+from trainpod.errors import ConfigError
 from trainpod.jobs import JobRunSpec, JobSpec
 from trainpod.manifest import MANIFEST_NAME, atomic_write_bytes, latest_complete
 from trainpod.spec import SPEC_ENV
@@ -61,6 +62,30 @@ def _data_dir(job: JobSpec, run_id: str) -> str | None:
     return str(local)
 
 
+# what a resumed run on a new machine does not take back from its mirror: checkpoints (only the one it resumes from
+# is fetched, by _resume_dir), sync bookkeeping, and the previous attempt's end markers
+_NOT_RESTORED = ("checkpoints/", ".trainpod/")
+_NOT_RESTORED_FILES = ("DONE", "POD_EXIT", "status.json")
+
+
+def _restore_outputs(job: JobSpec, out: Path) -> int:
+    """Resuming on a machine whose output dir holds no checkpoint (a relaunched pod): bring back the rest of what the
+    mirror holds (the log, the script's own metrics and files) so the run appends to them instead of overwriting them
+    in S3 with a fresh start. A machine that still has its checkpoints (``--remote local``) keeps its own files."""
+    if not job.sync_uri or latest_complete(out / "checkpoints") is not None:
+        return 0
+    from trainpod.storage import open_store
+
+    store = open_store(job.sync_uri)
+    restored = 0
+    for rel in sorted(store.list()):
+        if rel.startswith(_NOT_RESTORED) or rel in _NOT_RESTORED_FILES:
+            continue
+        store.download(rel, out / rel)  # temp name + rename: an interrupted restore leaves no half file
+        restored += 1
+    return restored
+
+
 def _resume_dir(job: JobSpec, out: Path, resume: bool) -> Path | None:
     if not resume:
         return None
@@ -73,6 +98,16 @@ def _resume_dir(job: JobSpec, out: Path, resume: bool) -> Path | None:
         if remote:
             found = download_checkpoint(remote, ckpts / remote.rstrip("/").rsplit("/", 1)[-1])
     return found
+
+
+def _interval(var: str, default: float) -> float:
+    """A sync interval: the supervisor's environment overrides the job table's ``*_interval_seconds``."""
+    raw = os.environ.get(var)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r}: not a number of seconds", f"set {var} to e.g. 60") from None
+    return value if value > 0 else default
 
 
 class _Mirror:
@@ -150,14 +185,16 @@ def run(spec: JobRunSpec) -> int:
     for var, value in ((DATA_ENV, data), (PREVIOUS_ENV, job.previous_output)):
         if value:
             env[var] = value
+    if spec.resume and (restored := _restore_outputs(job, out)):
+        _log(f"restored {restored} output files from {job.sync_uri}")
     resume = _resume_dir(job, out, spec.resume)
     if resume is not None:
         env[RESUME_ENV] = str(resume)
         _log(f"resuming from {resume}")
     mirror = None
     if job.sync_uri:
-        mirror = _Mirror(out, job.sync_uri, float(os.environ.get(SYNC_INTERVAL_ENV) or 60),
-                         float(os.environ.get(LOG_SYNC_INTERVAL_ENV) or 10))
+        mirror = _Mirror(out, job.sync_uri, _interval(SYNC_INTERVAL_ENV, job.sync_interval_seconds),
+                         _interval(LOG_SYNC_INTERVAL_ENV, job.log_sync_interval_seconds))
         mirror.start()
 
     argv = job.argv()

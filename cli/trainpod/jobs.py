@@ -69,6 +69,9 @@ class JobSpec(Strict):
     previous_output: str | None = Field(default=None, description="the previous pipeline stage's output")
     max_runtime_minutes: float | None = None
     max_cost_usd: float | None = None
+    spot: bool = False
+    sync_interval_seconds: float = 60.0
+    log_sync_interval_seconds: float = 10.0
     base_image: str | None = Field(default=None, description="hardware image under the project layer (containers)")
 
     @property
@@ -148,7 +151,10 @@ def prepare_job(req: LaunchRequest, settings: Settings, catalog: Any, previous: 
                        command=job.command, requirements=job.requirements, launcher=job.launcher,
                        nproc_per_node=job.nproc_per_node, data=job.data, env=job.env, sync_uri=sync_uri,
                        previous_output=req.extra.get("previous_output"), max_runtime_minutes=max_runtime,
-                       max_cost_usd=req.max_cost_usd or job.max_cost_usd)
+                       max_cost_usd=req.max_cost_usd or job.max_cost_usd,
+                       spot=job.spot if req.spot is None else req.spot,
+                       sync_interval_seconds=job.sync_interval_seconds,
+                       log_sync_interval_seconds=job.log_sync_interval_seconds)
     spec_job.argv()  # refuse a launcher/command mismatch in the plan, before anything starts
     image = None
     if remote != "local":
@@ -326,8 +332,11 @@ class JobRunPodBackend(RunPodBackend):
     presets' guarantees (DONE check in the S3 mirror, watchdog on max runtime/cost, POD_EXIT restart guard,
     self-terminate), jobrun runs the user's command and mirrors the pod-local output to ``job.sync_uri``, which is
     the run's output. ``launcher.ensure_image`` builds and pushes the project image before ``submit`` rents the
-    pod. status/logs/cancel are the preset backend's: they only read the handle and the S3 output. No spot and
-    no GPU fallbacks for jobs yet: a custom script's checkpoints are its own, so relaunching is not automatic.
+    pod. status/logs/cancel are the preset backend's: they only read the handle and the S3 output.
+
+    ``spot = true`` (or ``--spot``) rents an interruptible pod; a preempted one is relaunched (bounded, like a
+    preset's) with ``resume``: jobrun takes the mirror's files back and hands the command its latest complete
+    checkpoint as ``TRAINPOD_RESUME_DIR``. No GPU fallbacks for jobs yet.
     """
 
     def unsupported(self, spec: RunSpec, cpu_stand_in: bool = False) -> list[str]:
@@ -385,15 +394,18 @@ class JobRunPodBackend(RunPodBackend):
                 env[var] = getattr(settings, name)
         secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
         cloud = RunPodBackend._cloud_type(settings, hw.runpod_cloud_type)
+        price = hw.price_per_gpu_hour
         request = PodRequest(name=pod_name(spec.run_id), image=spec.image, gpu_type_id=hw.runpod_gpu_type_id,
                              gpu_count=max(1, hw.gpu_count), cloud_type=cloud,
                              container_disk_gb=hw.container_disk_gb,
                              env={**env, **{n: "***" for n in secret_names}}, docker_args=shlex.join(command),
-                             allowed_cuda_versions=cuda)
+                             allowed_cuda_versions=cuda, bid_per_gpu=(price or 0.0) if job.spot else None)
         estimate = None
         notes = [f"the pod runs {job.argv()} in {PROJECT_TARGET} under trainpod.podside (DONE check, watchdog, "
                  "self-terminate)", f"outputs mirrored to {job.sync_uri}"]
-        price = hw.price_per_gpu_hour
+        if job.spot:
+            notes.append("spot: submit bids the API's live spot price; a preempted pod is relaunched and the command "
+                         "resumes from its latest complete checkpoint in the mirror")
         gpus = max(1, hw.gpu_count)  # a pod has at least one GPU (the CPU stand-in too)
         if price is not None and job.max_runtime_minutes:  # a custom script's duration is unknown: bound it
             estimate = self._job_estimate(job, price)
@@ -409,7 +421,7 @@ class JobRunPodBackend(RunPodBackend):
                                             "graphql": request.document(secret_names),
                                             "gpu_type_id": hw.runpod_gpu_type_id, "cloud_type": cloud,
                                             "max_runtime_minutes": job.max_runtime_minutes,
-                                            "max_cost_usd": job.max_cost_usd})
+                                            "max_cost_usd": job.max_cost_usd, "spot": job.spot})
 
     @staticmethod
     def _job_estimate(job: JobSpec, price: float) -> float:
@@ -425,34 +437,40 @@ class JobRunPodBackend(RunPodBackend):
         """Rent the pod at the API's live price (re-checked against max_cost), recorded as soon as it exists
         (a CLI killed while waiting leaves a run `runs status/cancel/sweep` can find); a pod that does not
         start in ``start_timeout_s`` is terminated."""
+        from trainpod.backends.runpod_api import GraphQLClient
+
+        return self._deploy(plan, settings, GraphQLClient.from_settings(settings), attempt=0, relaunches=0)
+
+    def _deploy(self, plan: LaunchPlan, settings: Settings, api: Any, *, attempt: int, relaunches: int,
+                created: str | None = None) -> RunHandle:
         from trainpod.backends.runpod import POD_SECRETS, _pod_request, pod_name
-        from trainpod.backends.runpod_api import CapacityError, GraphQLClient
+        from trainpod.backends.runpod_api import CapacityError
         from trainpod.redact import register_secret
 
         spec, job, req = plan.spec, _job(plan.spec), plan.provider_request
-        api = GraphQLClient.from_settings(settings)
         gpu, cloud = req["gpu_type_id"], req["cloud_type"]
         info = {g.id: g for g in api.gpu_types()}.get(gpu)
-        price = info.price(cloud, spot=False) if info else None
+        price = info.price(cloud, spot=job.spot) if info else None
         if price is None:
-            raise CapacityError(f"{gpu} ({cloud}) is not offered by RunPod now",
+            raise CapacityError(f"{gpu} ({cloud}) is not offered {'as spot ' if job.spot else ''}by RunPod now",
                                 "set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, pick other hardware, or retry later")
         estimate = self._job_estimate(job, price) if job.max_runtime_minutes else None
         env = dict(plan.env)
         for name in plan.secret_env:
             env[name] = getattr(settings, POD_SECRETS[name]).get_secret_value()
             register_secret(env[name])
-        request = _pod_request(req["input"], name=pod_name(spec.run_id), gpu_type_id=gpu, cloud_type=cloud,
-                               env=env, auth_id=self._registry_auth(api, settings), bid=None)
+        request = _pod_request(req["input"], name=pod_name(spec.run_id, attempt), gpu_type_id=gpu, cloud_type=cloud,
+                               env=env, auth_id=self._registry_auth(api, settings), bid=price if job.spot else None)
         pod = api.deploy(request)
         registry = RunRegistry(settings.state_path)
         registry.save(RunHandle(
             run_id=spec.run_id, backend=self.name, preset=job.name, provider_id=pod.id, output=spec.storage.output,
-            created=utcnow_iso(),
-            extra={"pod_name": request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": False,
+            created=created or utcnow_iso(),
+            extra={"pod_name": request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": job.spot,
                    "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes", "cost_per_hr": pod.cost_per_hr,
                    "estimated_cost_usd": estimate, "max_runtime_minutes": job.max_runtime_minutes,
-                   "max_cost_usd": job.max_cost_usd, "started": None, "relaunches": 0,
+                   "max_cost_usd": job.max_cost_usd, "started": None, "relaunches": relaunches,
+                   "next_attempt": attempt + 1, "job_spec": spec.model_dump(mode="json"),
                    "plan": {"spec": {"stop_grace_seconds": spec.stop_grace_seconds}}, **_registry_extra(job)}))
         if self._wait_started(api, pod.id):
             return registry.update(spec.run_id, started=utcnow_iso())
@@ -462,9 +480,24 @@ class JobRunPodBackend(RunPodBackend):
                             "terminated it", "retry later, or set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL")
 
     def relaunch(self, handle: RunHandle, settings: Settings) -> RunHandle:
-        """Jobs are not relaunched automatically (they never run on spot pods): resume by hand."""
-        raise TrainpodError(f"run {handle.run_id}: custom jobs are not relaunched automatically",
-                            f"resume it with `trainpod launch {handle.preset} --remote runpod --resume {handle.run_id}`")
+        """Rent a new pod for a preempted spot job (bounded by ``max_relaunches``). Its spec says ``resume``:
+        jobrun restores the mirror's files and passes the latest complete checkpoint as TRAINPOD_RESUME_DIR."""
+        from trainpod.backends.runpod_api import GraphQLClient
+
+        count = int(handle.extra.get("relaunches", 0))
+        api = GraphQLClient.from_settings(settings)
+        if handle.provider_id:
+            api.terminate(handle.provider_id)  # whatever is left of the preempted pod, relaunched or not
+        hint = f"resume it with `trainpod launch {handle.preset} --remote runpod --resume {handle.run_id}`"
+        if count >= self.max_relaunches:
+            raise TrainpodError(f"run {handle.run_id} was relaunched {count} times already; not renting another pod",
+                                hint)
+        if "job_spec" not in handle.extra:
+            raise TrainpodError(f"run {handle.run_id}: its record has no job spec to relaunch from", hint)
+        spec = JobRunSpec.model_validate(handle.extra["job_spec"]).model_copy(update={"resume": True})
+        return self._deploy(self.plan(spec, settings), settings, api,
+                            attempt=int(handle.extra.get("next_attempt", 1)), relaunches=count + 1,
+                            created=handle.created)
 
 
 def _secret_names(settings: Settings) -> list[str]:

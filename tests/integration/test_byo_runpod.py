@@ -92,3 +92,47 @@ def test_max_runtime_watchdog_stops_the_job_pod_after_a_checkpoint(chain, s3, tm
     pod_exit = json.loads(storage.read_bytes(remote + "/POD_EXIT") or b"{}")
     assert pod_exit["exit_code"] == 3 and "max_runtime_minutes=0.2" in pod_exit["reason"], pod_exit
     assert storage.latest_complete_checkpoint(remote + "/checkpoints") is not None  # resumable from S3
+
+
+def test_preempted_spot_job_is_relaunched_and_resumes_from_its_mirror(chain, s3, tmp_path):
+    """A custom job on a spot pod: the pod is reclaimed after a checkpoint reached the mirror; the CLI rents a new
+    pod whose jobrun takes the mirror's files back (log, the script's metrics) and hands the script its latest
+    complete checkpoint, so the run ends at the same step with nothing lost and the first attempt's output kept."""
+    import time
+
+    from trainpod import storage
+
+    overlay = Path(os.environ["TRAINPOD_CONFIG"])
+    overlay.write_text(overlay.read_text().replace('"--steps", "20"', '"--steps", "40", "--step-seconds", "0.3"')
+                       + 'sync_interval_seconds = 1\nlog_sync_interval_seconds = 0.5\n')
+    proc = subprocess.Popen([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod", "--spot",
+                             "--max-runtime", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 180
+        while not any(k.endswith("/checkpoints/step-00000010/manifest.json")
+                      for k in storage.open_store(s3.uri("trainpod/runs")).list()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < end, "no checkpoint in the mirror"
+            time.sleep(0.3)
+        (first,) = chain.pods.values()
+        chain.preempt(first.id)  # the spot host is reclaimed: container gone, pod EXITED
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "preempted: relaunching" in out
+    first, second = chain.pods.values()
+    assert first.spot and second.spot and second.name.endswith("-a1")
+    assert (first.terminated_by, second.terminated_by) == ("account", "pod")
+    run_id = json.loads(next((tmp_path / "state" / "runs").glob("*.json")).read_text())["run_id"]
+    remote = s3.uri(f"trainpod/runs/{run_id}")
+    model = json.loads(storage.read_bytes(remote + "/model.json"))
+    resumed = int(model["resumed_from"].removeprefix("step-"))
+    assert model["step"] == 40 and resumed >= 10
+    steps = [json.loads(line)["step"] for line in storage.read_bytes(remote + "/metrics.jsonl").decode().splitlines()]
+    assert steps[0] == 1 and set(steps) == set(range(1, 41))  # the first attempt's lines kept, nothing lost
+    assert steps[-(40 - resumed):] == list(range(resumed + 1, 41))  # the second attempt continued from its checkpoint
+    log = storage.read_bytes(remote + "/logs/train.log").decode()
+    assert log.index("start at step 0") < log.index(f"start at step {resumed} (resume: step-{resumed:08d}")
+    assert (tmp_path / "downloads" / run_id / "DONE").is_file()

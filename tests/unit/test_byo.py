@@ -105,6 +105,11 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
     with pytest.raises(UnsupportedError, match=r"max_runtime would cost \$[0-9.]+, over max_cost_usd \$0.10"):
         launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90,
                                                 max_cost_usd=0.1))
+    assert plan.provider_request["mutation"] == "podFindAndDeployOnDemand" and not plan.provider_request["spot"]
+    spot = launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90,
+                                                   spot=True)).plan
+    assert spot.provider_request["mutation"] == "podRentInterruptable" and spot.provider_request["spot"]
+    assert "bidPerGpu" in spot.provider_request["graphql"] and any("spot:" in n for n in spot.notes)
 
 
 def test_pod_supervisor_reads_a_job_spec_its_limits_and_its_done_marker_in_the_mirror(tmp_path, monkeypatch):

@@ -294,7 +294,11 @@ class Job(Strict):
     remote: Remote = "local"
     max_runtime_minutes: float | None = Field(default=None, gt=0)
     max_cost_usd: float | None = Field(default=None, gt=0)
+    spot: bool = Field(default=False, description="RunPod: an interruptible pod, relaunched on preemption "
+                                                  "(the command resumes from its latest complete checkpoint)")
     stop_grace_seconds: float = Field(default=60.0, gt=0)
+    sync_interval_seconds: float = Field(default=60.0, gt=0, description="how often the output dir is mirrored")
+    log_sync_interval_seconds: float = Field(default=10.0, gt=0, description="how often the log and status.json go up")
 
     @field_validator("command")
     @classmethod
