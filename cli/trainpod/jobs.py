@@ -336,7 +336,8 @@ class JobRunPodBackend(RunPodBackend):
 
     ``spot = true`` (or ``--spot``) rents an interruptible pod; a preempted one is relaunched (bounded, like a
     preset's) with ``resume``: jobrun takes the mirror's files back and hands the command its latest complete
-    checkpoint as ``TRAINPOD_RESUME_DIR``. No GPU fallbacks for jobs yet.
+    checkpoint as ``TRAINPOD_RESUME_DIR``. Capacity errors fall back to the profile's
+    ``runpod_fallback_gpu_type_ids``.
     """
 
     def unsupported(self, spec: RunSpec, cpu_stand_in: bool = False) -> list[str]:
@@ -421,7 +422,9 @@ class JobRunPodBackend(RunPodBackend):
                                             "graphql": request.document(secret_names),
                                             "gpu_type_id": hw.runpod_gpu_type_id, "cloud_type": cloud,
                                             "max_runtime_minutes": job.max_runtime_minutes,
-                                            "max_cost_usd": job.max_cost_usd, "spot": job.spot})
+                                            "max_cost_usd": job.max_cost_usd, "spot": job.spot,
+                                            "attempts": [{"gpu_type_id": g, "cloud_type": cloud} for g in
+                                                         [hw.runpod_gpu_type_id, *hw.runpod_fallback_gpu_type_ids]]})
 
     @staticmethod
     def _job_estimate(job: JobSpec, price: float) -> float:
@@ -443,41 +446,55 @@ class JobRunPodBackend(RunPodBackend):
 
     def _deploy(self, plan: LaunchPlan, settings: Settings, api: Any, *, attempt: int, relaunches: int,
                 created: str | None = None) -> RunHandle:
+        """Rent the first GPU type (the profile's, then its ``runpod_fallback_gpu_type_ids``) that is offered, has
+        capacity and starts; each try is a numbered pod name (``-aN``), as for presets."""
         from trainpod.backends.runpod import POD_SECRETS, _pod_request, pod_name
         from trainpod.backends.runpod_api import CapacityError
         from trainpod.redact import register_secret
 
         spec, job, req = plan.spec, _job(plan.spec), plan.provider_request
-        gpu, cloud = req["gpu_type_id"], req["cloud_type"]
-        info = {g.id: g for g in api.gpu_types()}.get(gpu)
-        price = info.price(cloud, spot=job.spot) if info else None
-        if price is None:
-            raise CapacityError(f"{gpu} ({cloud}) is not offered {'as spot ' if job.spot else ''}by RunPod now",
-                                "set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, pick other hardware, or retry later")
-        estimate = self._job_estimate(job, price) if job.max_runtime_minutes else None
+        offered = {g.id: g for g in api.gpu_types()}
         env = dict(plan.env)
         for name in plan.secret_env:
             env[name] = getattr(settings, POD_SECRETS[name]).get_secret_value()
             register_secret(env[name])
-        request = _pod_request(req["input"], name=pod_name(spec.run_id, attempt), gpu_type_id=gpu, cloud_type=cloud,
-                               env=env, auth_id=self._registry_auth(api, settings), bid=price if job.spot else None)
-        pod = api.deploy(request)
+        auth_id = self._registry_auth(api, settings)
         registry = RunRegistry(settings.state_path)
-        registry.save(RunHandle(
-            run_id=spec.run_id, backend=self.name, preset=job.name, provider_id=pod.id, output=spec.storage.output,
-            created=created or utcnow_iso(),
-            extra={"pod_name": request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": job.spot,
-                   "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes", "cost_per_hr": pod.cost_per_hr,
-                   "estimated_cost_usd": estimate, "max_runtime_minutes": job.max_runtime_minutes,
-                   "max_cost_usd": job.max_cost_usd, "started": None, "relaunches": relaunches,
-                   "next_attempt": attempt + 1, "job_spec": spec.model_dump(mode="json"),
-                   "plan": {"spec": {"stop_grace_seconds": spec.stop_grace_seconds}}, **_registry_extra(job)}))
-        if self._wait_started(api, pod.id):
-            return registry.update(spec.run_id, started=utcnow_iso())
-        api.terminate(pod.id)
-        registry.update(spec.run_id, cancelled=True)
-        raise CapacityError(f"pod {pod.id} ({gpu}, {cloud}) did not start within {self.start_timeout_s:g}s; "
-                            "terminated it", "retry later, or set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL")
+        attempts = req.get("attempts") or [{"gpu_type_id": req["gpu_type_id"], "cloud_type": req["cloud_type"]}]
+        tried: list[str] = []
+        for n, choice in enumerate(attempts, start=attempt):
+            gpu, cloud = choice["gpu_type_id"], choice["cloud_type"]
+            info = offered.get(gpu)
+            price = info.price(cloud, spot=job.spot) if info else None
+            if price is None:
+                tried.append(f"{gpu} ({cloud}): not offered{' as spot' if job.spot else ''} by RunPod now")
+                continue
+            estimate = self._job_estimate(job, price) if job.max_runtime_minutes else None  # over max_cost: refused
+            request = _pod_request(req["input"], name=pod_name(spec.run_id, n), gpu_type_id=gpu, cloud_type=cloud,
+                                   env=env, auth_id=auth_id, bid=price if job.spot else None)
+            try:
+                pod = api.deploy(request)
+            except CapacityError:
+                tried.append(f"{gpu} ({cloud}): no capacity")
+                continue
+            registry.save(RunHandle(
+                run_id=spec.run_id, backend=self.name, preset=job.name, provider_id=pod.id,
+                output=spec.storage.output, created=created or utcnow_iso(),
+                extra={"pod_name": request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": job.spot,
+                       "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes",
+                       "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate,
+                       "max_runtime_minutes": job.max_runtime_minutes, "max_cost_usd": job.max_cost_usd,
+                       "started": None, "relaunches": relaunches, "next_attempt": n + 1,
+                       "job_spec": spec.model_dump(mode="json"),
+                       "plan": {"spec": {"stop_grace_seconds": spec.stop_grace_seconds}}, **_registry_extra(job)}))
+            if self._wait_started(api, pod.id):
+                return registry.update(spec.run_id, started=utcnow_iso())
+            api.terminate(pod.id)
+            registry.update(spec.run_id, cancelled=True)
+            tried.append(f"{gpu} ({cloud}): pod {pod.id} did not start within {self.start_timeout_s:g}s (terminated)")
+        raise CapacityError("no RunPod pod could be started for this job:\n  - " + "\n  - ".join(tried),
+                            "add runpod_fallback_gpu_type_ids to the hardware table, set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, "
+                            "or retry later")
 
     def relaunch(self, handle: RunHandle, settings: Settings) -> RunHandle:
         """Rent a new pod for a preempted spot job (bounded by ``max_relaunches``). Its spec says ``resume``:

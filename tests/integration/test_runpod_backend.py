@@ -246,3 +246,50 @@ def test_following_terminates_an_exited_pod_of_a_failed_run_at_once(backend, s3,
     assert backend.status(handle).state == "failed"
     assert any("is still EXITED; terminating it" in line for line in lines), lines
     assert fake_runpod.pods[handle.provider_id].status == "TERMINATED"
+
+
+def _job_prep(s3, tmp_path, monkeypatch, **request):
+    from pathlib import Path
+
+    from trainpod import launcher
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "byo-train"
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", s3.uri("team"))
+    monkeypatch.setenv("TRAINPOD_REGISTRY", "registry.local/team")
+    toml = tmp_path / "training.toml"
+    toml.write_text(f'[jobs.gpu]\nhardware = "cloud-rtx-4090"\nproject_dir = "{example}"\n'
+                    'command = ["python", "train.py"]\n')
+    prep = launcher.prepare(launcher.LaunchRequest(preset="gpu", config=str(toml), remote="runpod",
+                                                   max_runtime_minutes=30, **request))
+    prep.backend.poll_s, prep.backend.start_timeout_s = 0.05, 5.0
+    return prep
+
+
+def test_a_job_falls_back_to_the_next_gpu_type_on_capacity_errors(s3, fake_runpod, tmp_path, monkeypatch):
+    prep = _job_prep(s3, tmp_path, monkeypatch)
+    assert [a["gpu_type_id"] for a in prep.plan.provider_request["attempts"]][:2] == [
+        "NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000"]
+    fake_runpod.inject("capacity", op="podFindAndDeployOnDemand")
+    handle = prep.backend.submit(prep.plan, prep.settings)
+    assert handle.extra["gpu_type_id"] == "NVIDIA RTX A6000" and handle.extra["pod_name"].endswith("-a1")
+    assert [p.gpu_type_id for p in fake_runpod.live_pods()] == ["NVIDIA RTX A6000"]
+
+
+def test_a_preempted_spot_job_is_relaunched_with_resume_a_bounded_number_of_times(s3, fake_runpod, tmp_path,
+                                                                                 monkeypatch):
+    prep = _job_prep(s3, tmp_path, monkeypatch, spot=True)
+    handle = prep.backend.submit(prep.plan, prep.settings)
+    first = fake_runpod.pods[handle.provider_id]
+    assert first.spot and handle.extra["spot"] and not json.loads(first.env["TRAINPOD_RUN_SPEC"])["resume"]
+    fake_runpod.preempt(first.id)
+    assert prep.backend.status(handle).state == "preempted"
+    prep.backend.max_relaunches = 1
+    handle = prep.backend.relaunch(handle, prep.settings)
+    second = fake_runpod.pods[handle.provider_id]
+    assert second.spot and second.name.endswith("-a1") and first.status == "TERMINATED"
+    assert json.loads(second.env["TRAINPOD_RUN_SPEC"])["resume"]  # jobrun restores the mirror, then resumes
+    assert RunRegistry(prep.settings.state_path).get(handle.run_id).provider_id == second.id
+    fake_runpod.preempt(second.id)
+    with pytest.raises(TrainpodError, match="relaunched 1 times"):
+        prep.backend.relaunch(handle, prep.settings)
+    assert fake_runpod.live_pods() == []
