@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.runpod import CPU_POD_HARDWARE, pod_chain
+from tests.fixtures.runpod import CPU_POD_HARDWARE, launch_and_preempt, pod_chain
 
 pytestmark = [pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3]
 
@@ -98,29 +98,14 @@ def test_preempted_spot_job_is_relaunched_and_resumes_from_its_mirror(chain, s3,
     """A custom job on a spot pod: the pod is reclaimed after a checkpoint reached the mirror; the CLI rents a new
     pod whose jobrun takes the mirror's files back (log, the script's metrics) and hands the script its latest
     complete checkpoint, so the run ends at the same step with nothing lost and the first attempt's output kept."""
-    import time
-
     from trainpod import storage
 
     overlay = Path(os.environ["TRAINPOD_CONFIG"])
     overlay.write_text(overlay.read_text().replace('"--steps", "20"', '"--steps", "40", "--step-seconds", "0.3"')
                        + 'sync_interval_seconds = 1\nlog_sync_interval_seconds = 0.5\n')
-    proc = subprocess.Popen([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod", "--spot",
-                             "--max-runtime", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        end = time.monotonic() + 180
-        while not any(k.endswith("/checkpoints/step-00000010/manifest.json")
-                      for k in storage.open_store(s3.uri("trainpod/runs")).list()):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < end, "no checkpoint in the mirror"
-            time.sleep(0.3)
-        (first,) = chain.pods.values()
-        chain.preempt(first.id)  # the spot host is reclaimed: container gone, pod EXITED
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out + err
+    rc, out, err = launch_and_preempt(chain, s3, ["launch", "byo-pod", "--remote", "runpod", "--spot",
+                                                  "--max-runtime", "10"], "/checkpoints/step-00000010/manifest.json")
+    assert rc == 0, out + err
     assert "preempted: relaunching" in out
     first, second = chain.pods.values()
     assert first.spot and second.spot and second.name.endswith("-a1")

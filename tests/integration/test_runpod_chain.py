@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.fixtures.runpod import CPU_POD_HARDWARE, pod_chain
+from tests.fixtures.runpod import CPU_POD_HARDWARE, launch_and_preempt, pod_chain
 
 pytestmark = [pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3, pytest.mark.train]
 
@@ -140,20 +140,9 @@ def test_killed_cli_leaves_a_pod_that_terminates_itself(chain, s3):
 
 
 def test_preempted_spot_pod_is_relaunched_and_resumes_from_s3(chain, s3):
-    proc = subprocess.Popen(cli("launch", "smoke-pod", "--remote", "runpod", "--spot", "--max-runtime", "10"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def checkpointed() -> bool:
-            return any(k.endswith("checkpoints/step-00000002/manifest.json") for k in s3_keys(s3, "trainpod/runs/"))
-
-        wait_until(checkpointed, 180, "the first checkpoint in S3")
-        (first,) = chain.pods.values()
-        chain.preempt(first.id)  # the spot host is reclaimed: container gone, pod EXITED
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out + err
+    rc, out, err = launch_and_preempt(chain, s3, ["launch", "smoke-pod", "--remote", "runpod", "--spot",
+                                                  "--max-runtime", "10"], "checkpoints/step-00000002/manifest.json")
+    assert rc == 0, out + err
     assert "preempted: relaunching" in out
     shown = [line for line in out.splitlines() if line[:2] == "20"]  # timestamped trainer log lines
     assert shown and len(shown) == len(set(shown)), out  # the relaunched pod's restored log is not shown twice
