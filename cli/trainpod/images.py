@@ -55,21 +55,16 @@ FIXED_MTIME = 1_700_000_000  # any constant: the context must not depend on chec
 CONTENT_LABEL = "dev.trainpod.content-hash"
 
 
-class ImagePlan(BaseModel):
-    """Everything ``docker build`` will be given, as data (printed by ``trainpod build --dry-run``)."""
+class _BuildPlan(BaseModel):
+    """What every image plan has: the tag it builds (``repository:name``), and the fetch helpers (an extra CA
+    bundle, wheels) that only the build stage sees."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    hardware_name: str
-    flavor: str
-    dockerfile: str = Field(description="host path of the Dockerfile (sent as 'Dockerfile' in the context)")
     tag: str
     content_hash: str
-    build_args: dict[str, str]
-    context_files: list[str] = Field(description="paths inside the build context, sorted")
     ca_bundle: str | None = None
-    wheelhouse: list[str] = Field(default_factory=list, description="wheels from the local wheelhouse")
-    root: str = Field(description="repository root the source files are read from")
+    wheelhouse: list[str] = Field(default_factory=list, description="wheels offered to pip in the build stage")
 
     @property
     def repository(self) -> str:
@@ -78,6 +73,17 @@ class ImagePlan(BaseModel):
     @property
     def tag_name(self) -> str:
         return self.tag.rsplit(":", 1)[1]
+
+
+class ImagePlan(_BuildPlan):
+    """Everything ``docker build`` will be given, as data (printed by ``trainpod build --dry-run``)."""
+
+    hardware_name: str
+    flavor: str
+    dockerfile: str = Field(description="host path of the Dockerfile (sent as 'Dockerfile' in the context)")
+    build_args: dict[str, str]
+    context_files: list[str] = Field(description="paths inside the build context, sorted")
+    root: str = Field(description="repository root the source files are read from")
 
     def display(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -565,27 +571,13 @@ PROJECT_CONTENT_LABEL = "dev.trainpod.project-content-hash"
 _ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".venv", ".trainpod")
 
 
-class ProjectImagePlan(BaseModel):
+class ProjectImagePlan(_BuildPlan):
     """A user's project (``[jobs.NAME] project_dir``) as a layer on a hardware image, as data."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_image: str
     project_dir: str
     requirements: str | None
-    tag: str
-    content_hash: str
     context_files: list[str]
-    ca_bundle: str | None = None  # build-time only (deps stage), like the hardware image's
-    wheelhouse: list[str] = Field(default_factory=list, description="wheels offered to pip in the deps stage")
-
-    @property
-    def repository(self) -> str:
-        return self.tag.rsplit(":", 1)[0]
-
-    @property
-    def tag_name(self) -> str:
-        return self.tag.rsplit(":", 1)[1]
 
 
 def _ignore_patterns(project: Path) -> list[str]:
