@@ -436,85 +436,28 @@ class JobRunPodBackend(RunPodBackend):
                                    f"${job.max_cost_usd:.2f}", "lower --max-runtime or raise --max-cost")
         return estimate
 
-    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
-        """Rent the pod at the API's live price (re-checked against max_cost), recorded as soon as it exists
-        (a CLI killed while waiting leaves a run `runs status/cancel/sweep` can find); a pod that does not
-        start in ``start_timeout_s`` is terminated."""
-        from trainpod.backends.runpod_api import GraphQLClient
+    # RunPodBackend.submit/relaunch/_rent rent the pod (live price re-checked against max_cost, GPU fallbacks,
+    # bounded start, recorded as soon as it exists); a job differs in these three:
+    def _estimate_at(self, plan: LaunchPlan, price: float) -> float | None:
+        job = _job(plan.spec)
+        return self._job_estimate(job, price) if job.max_runtime_minutes else None  # over max_cost: refused
 
-        return self._deploy(plan, settings, GraphQLClient.from_settings(settings), attempt=0, relaunches=0)
+    def _record(self, plan: LaunchPlan) -> tuple[str, dict[str, Any]]:
+        spec, job = plan.spec, _job(plan.spec)
+        return job.name, {"max_runtime_minutes": job.max_runtime_minutes, "max_cost_usd": job.max_cost_usd,
+                          "job_spec": spec.model_dump(mode="json"),
+                          "plan": {"spec": {"stop_grace_seconds": spec.stop_grace_seconds}}, **_registry_extra(job)}
 
-    def _deploy(self, plan: LaunchPlan, settings: Settings, api: Any, *, attempt: int, relaunches: int,
-                created: str | None = None) -> RunHandle:
-        """Rent the first GPU type (the profile's, then its ``runpod_fallback_gpu_type_ids``) that is offered, has
-        capacity and starts; each try is a numbered pod name (``-aN``), as for presets."""
-        from trainpod.backends.runpod import POD_SECRETS, _pod_request, pod_name
-        from trainpod.backends.runpod_api import CapacityError
-        from trainpod.redact import register_secret
+    def _relaunch_plan(self, handle: RunHandle, settings: Settings) -> LaunchPlan:
+        """A preempted spot job's new plan says ``resume``: jobrun restores the mirror's files and passes the latest
+        complete checkpoint as TRAINPOD_RESUME_DIR."""
+        from trainpod.backends.runpod import _resume_hint
 
-        spec, job, req = plan.spec, _job(plan.spec), plan.provider_request
-        offered = {g.id: g for g in api.gpu_types()}
-        env = dict(plan.env)
-        for name in plan.secret_env:
-            env[name] = getattr(settings, POD_SECRETS[name]).get_secret_value()
-            register_secret(env[name])
-        auth_id = self._registry_auth(api, settings)
-        registry = RunRegistry(settings.state_path)
-        attempts = req.get("attempts") or [{"gpu_type_id": req["gpu_type_id"], "cloud_type": req["cloud_type"]}]
-        tried: list[str] = []
-        for n, choice in enumerate(attempts, start=attempt):
-            gpu, cloud = choice["gpu_type_id"], choice["cloud_type"]
-            info = offered.get(gpu)
-            price = info.price(cloud, spot=job.spot) if info else None
-            if price is None:
-                tried.append(f"{gpu} ({cloud}): not offered{' as spot' if job.spot else ''} by RunPod now")
-                continue
-            estimate = self._job_estimate(job, price) if job.max_runtime_minutes else None  # over max_cost: refused
-            request = _pod_request(req["input"], name=pod_name(spec.run_id, n), gpu_type_id=gpu, cloud_type=cloud,
-                                   env=env, auth_id=auth_id, bid=price if job.spot else None)
-            try:
-                pod = api.deploy(request)
-            except CapacityError:
-                tried.append(f"{gpu} ({cloud}): no capacity")
-                continue
-            registry.save(RunHandle(
-                run_id=spec.run_id, backend=self.name, preset=job.name, provider_id=pod.id,
-                output=spec.storage.output, created=created or utcnow_iso(),
-                extra={"pod_name": request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": job.spot,
-                       "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes",
-                       "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate,
-                       "max_runtime_minutes": job.max_runtime_minutes, "max_cost_usd": job.max_cost_usd,
-                       "started": None, "relaunches": relaunches, "next_attempt": n + 1,
-                       "job_spec": spec.model_dump(mode="json"),
-                       "plan": {"spec": {"stop_grace_seconds": spec.stop_grace_seconds}}, **_registry_extra(job)}))
-            if self._wait_started(api, pod.id):
-                return registry.update(spec.run_id, started=utcnow_iso())
-            api.terminate(pod.id)
-            registry.update(spec.run_id, cancelled=True)
-            tried.append(f"{gpu} ({cloud}): pod {pod.id} did not start within {self.start_timeout_s:g}s (terminated)")
-        raise CapacityError("no RunPod pod could be started for this job:\n  - " + "\n  - ".join(tried),
-                            "add runpod_fallback_gpu_type_ids to the hardware table, set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, "
-                            "or retry later")
-
-    def relaunch(self, handle: RunHandle, settings: Settings) -> RunHandle:
-        """Rent a new pod for a preempted spot job (bounded by ``max_relaunches``). Its spec says ``resume``:
-        jobrun restores the mirror's files and passes the latest complete checkpoint as TRAINPOD_RESUME_DIR."""
-        from trainpod.backends.runpod_api import GraphQLClient
-
-        count = int(handle.extra.get("relaunches", 0))
-        api = GraphQLClient.from_settings(settings)
-        if handle.provider_id:
-            api.terminate(handle.provider_id)  # whatever is left of the preempted pod, relaunched or not
-        hint = f"resume it with `trainpod launch {handle.preset} --remote runpod --resume {handle.run_id}`"
-        if count >= self.max_relaunches:
-            raise TrainpodError(f"run {handle.run_id} was relaunched {count} times already; not renting another pod",
-                                hint)
         if "job_spec" not in handle.extra:
-            raise TrainpodError(f"run {handle.run_id}: its record has no job spec to relaunch from", hint)
+            raise TrainpodError(f"run {handle.run_id}: its record has no job spec to relaunch from",
+                                _resume_hint(handle))
         spec = JobRunSpec.model_validate(handle.extra["job_spec"]).model_copy(update={"resume": True})
-        return self._deploy(self.plan(spec, settings), settings, api,
-                            attempt=int(handle.extra.get("next_attempt", 1)), relaunches=count + 1,
-                            created=handle.created)
+        return self.plan(spec, settings)
 
 
 def _secret_names(settings: Settings) -> list[str]:

@@ -337,14 +337,30 @@ class RunPodBackend:
         if count >= self.max_relaunches:
             raise TrainpodError(
                 f"run {handle.run_id} was relaunched {count} times already; not renting another pod",
-                f"resume later with `trainpod launch {handle.preset} --resume {handle.run_id}`",
+                _resume_hint(handle),
             )
-        plan = LaunchPlan.model_validate(handle.extra["plan"])
-        return self._rent(plan, settings, api, first_attempt=int(handle.extra.get("next_attempt", 1)),
-                          relaunches=count + 1)
+        return self._rent(self._relaunch_plan(handle, settings), settings, api,
+                          first_attempt=int(handle.extra.get("next_attempt", 1)), relaunches=count + 1,
+                          created=handle.created)
+
+    # What a subclass (custom jobs: trainpod.jobs.JobRunPodBackend) changes about renting: the estimate for a
+    # live price, what the run registry records, and the plan a relaunch rents from.
+    def _estimate_at(self, plan: LaunchPlan, price: float) -> float | None:
+        return self._estimate(plan.spec.config, price, plan.provider_request["expected_hours"], [])
+
+    def _record(self, plan: LaunchPlan) -> tuple[str, dict[str, Any]]:
+        """(the name the run registry shows, the run's own extras) for a pod rented from ``plan``."""
+        cfg = plan.spec.config
+        return cfg.preset, {"max_runtime_minutes": cfg.max_runtime_minutes, "max_cost_usd": cfg.max_cost_usd,
+                            "plan": plan.model_dump(mode="json")}
+
+    def _relaunch_plan(self, handle: RunHandle, settings: Settings) -> LaunchPlan:
+        return LaunchPlan.model_validate(handle.extra["plan"])
 
     def _rent(self, plan: LaunchPlan, settings: Settings, api: Any, *, first_attempt: int,
-              relaunches: int) -> RunHandle:
+              relaunches: int, created: str | None = None) -> RunHandle:
+        """Rent the first GPU type of ``provider_request["attempts"]`` (the profile's, then its fallbacks) that is
+        offered at an acceptable price, has capacity and starts; each try is a numbered pod name (``-aN``)."""
         from trainpod.backends.runpod_api import CapacityError
         from trainpod.redact import register_secret
         from trainpod.runs import RunRegistry
@@ -367,11 +383,11 @@ class RunPodBackend:
             if price is None:
                 tried.append(f"{gpu} ({cloud}): not offered by RunPod now")
                 continue
-            if req["spot"] and req["bid_per_gpu"] is not None and price > req["bid_per_gpu"]:
-                tried.append(f"{gpu} ({cloud}): spot price ${price:g} is above the ${req['bid_per_gpu']:g} cap")
+            cap = req.get("bid_per_gpu")
+            if req["spot"] and cap is not None and price > cap:
+                tried.append(f"{gpu} ({cloud}): spot price ${price:g} is above the ${cap:g} cap")
                 continue
-            notes: list[str] = []
-            estimate = self._estimate(spec.config, price, req["expected_hours"], notes)
+            estimate = self._estimate_at(plan, price)
             pod_request = _pod_request(req["input"], name=pod_name(spec.run_id, attempt), gpu_type_id=gpu,
                                        cloud_type=cloud, env=env, auth_id=auth_id,
                                        bid=price if req["spot"] else None)
@@ -380,15 +396,14 @@ class RunPodBackend:
             except CapacityError:
                 tried.append(f"{gpu} ({cloud}): no capacity")
                 continue
+            name, own = self._record(plan)
             handle = RunHandle(
-                run_id=spec.run_id, backend=self.name, preset=spec.config.preset, provider_id=pod.id,
-                output=spec.storage.output, created=utcnow_iso(),
+                run_id=spec.run_id, backend=self.name, preset=name, provider_id=pod.id,
+                output=spec.storage.output, created=created or utcnow_iso(),
                 extra={"pod_name": pod_request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": req["spot"],
                        "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes",
-                       "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate,
-                       "max_runtime_minutes": spec.config.max_runtime_minutes,
-                       "max_cost_usd": spec.config.max_cost_usd, "started": None, "relaunches": relaunches,
-                       "next_attempt": attempt + 1, "plan": plan.model_dump(mode="json")},
+                       "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate, "started": None,
+                       "relaunches": relaunches, "next_attempt": attempt + 1, **own},
             )
             registry.save(handle)
             if self._wait_started(api, pod.id):
@@ -619,6 +634,10 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
             done = True
         items.append(SweepItem(pod.id, pod.name, run_id, verdict, reason, done))
     return items
+
+
+def _resume_hint(handle: RunHandle) -> str:
+    return f"resume it with `trainpod launch {handle.preset} --remote runpod --resume {handle.run_id}`"
 
 
 def _run_id_of(name: str) -> str | None:
