@@ -63,20 +63,17 @@ def _data_dir(job: JobSpec, run_id: str) -> str | None:
 
 
 # what a resumed run on a new machine does not take back from its mirror: checkpoints (only the one it resumes from
-# is fetched, by _resume_dir), sync bookkeeping, and the previous attempt's end markers
+# is fetched), sync bookkeeping, and the previous attempt's end markers
 _NOT_RESTORED = ("checkpoints/", ".trainpod/")
 _NOT_RESTORED_FILES = ("DONE", "POD_EXIT", "status.json")
 
 
-def _restore_outputs(job: JobSpec, out: Path) -> int:
-    """Resuming on a machine whose output dir holds no checkpoint (a relaunched pod): bring back the rest of what the
-    mirror holds (the log, the script's own metrics and files) so the run appends to them instead of overwriting them
-    in S3 with a fresh start. A machine that still has its checkpoints (``--remote local``) keeps its own files."""
-    if not job.sync_uri or latest_complete(out / "checkpoints") is not None:
-        return 0
+def _restore_outputs(uri: str, out: Path) -> int:
+    """Bring back what the mirror holds besides checkpoints (the log, the script's own metrics and files), so a run
+    resumed on a new machine appends to them instead of overwriting them in S3 with a fresh start."""
     from trainpod.storage import open_store
 
-    store = open_store(job.sync_uri)
+    store = open_store(uri)
     restored = 0
     for rel in sorted(store.list()):
         if rel.startswith(_NOT_RESTORED) or rel in _NOT_RESTORED_FILES:
@@ -87,17 +84,20 @@ def _restore_outputs(job: JobSpec, out: Path) -> int:
 
 
 def _resume_dir(job: JobSpec, out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from: the latest complete one here, else (a machine without one, e.g. a relaunched
+    pod) the mirror's, fetched after the mirror's other files. A machine with its checkpoints keeps its own files."""
     if not resume:
         return None
     ckpts = out / "checkpoints"
     found = latest_complete(ckpts)
-    if found is None and job.sync_uri:
-        from trainpod.storage import download_checkpoint, latest_complete_checkpoint
+    if found is not None or not job.sync_uri:
+        return found
+    from trainpod.storage import download_checkpoint, latest_complete_checkpoint
 
-        remote = latest_complete_checkpoint(job.sync_uri.rstrip("/") + "/checkpoints")
-        if remote:
-            found = download_checkpoint(remote, ckpts / remote.rstrip("/").rsplit("/", 1)[-1])
-    return found
+    if restored := _restore_outputs(job.sync_uri, out):
+        _log(f"restored {restored} output files from {job.sync_uri}")
+    remote = latest_complete_checkpoint(job.sync_uri.rstrip("/") + "/checkpoints")
+    return download_checkpoint(remote, ckpts / remote.rstrip("/").rsplit("/", 1)[-1]) if remote else None
 
 
 def _interval(var: str, default: float) -> float:
@@ -119,7 +119,10 @@ class _Mirror:
     LIVE = ("logs/train.log", "status.json")
 
     def __init__(self, out: Path, uri: str, interval: float, live_interval: float = 10.0):
+        from trainpod.storage import open_store
+
         self.out, self.uri, self.interval, self.live_interval = out, uri, interval, live_interval
+        self._store = open_store(uri)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sent: dict[str, tuple[int, int]] = {}
@@ -141,8 +144,6 @@ class _Mirror:
                 _log(f"sync to {self.uri} failed, will retry: {exc}")
 
     def sync_live(self) -> None:
-        from trainpod.storage import write_bytes
-
         for rel in self.LIVE:
             path = self.out / rel
             try:
@@ -154,7 +155,7 @@ class _Mirror:
                 continue
             data = path.read_bytes()
             with self._lock:
-                write_bytes(f"{self.uri.rstrip('/')}/{rel}", data)
+                self._store.write_bytes(rel, data)
             self._sent[rel] = seen
 
     def sync(self, final: bool = False) -> None:
@@ -185,8 +186,6 @@ def run(spec: JobRunSpec) -> int:
     for var, value in ((DATA_ENV, data), (PREVIOUS_ENV, job.previous_output)):
         if value:
             env[var] = value
-    if spec.resume and (restored := _restore_outputs(job, out)):
-        _log(f"restored {restored} output files from {job.sync_uri}")
     resume = _resume_dir(job, out, spec.resume)
     if resume is not None:
         env[RESUME_ENV] = str(resume)
