@@ -144,19 +144,10 @@ class _Mirror:
                 _log(f"sync to {self.uri} failed, will retry: {exc}")
 
     def sync_live(self) -> None:
-        for rel in self.LIVE:
-            path = self.out / rel
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            seen = (st.st_size, st.st_mtime_ns)  # a change hint for these two files only, never for sync
-            if self._sent.get(rel) == seen:
-                continue
-            data = path.read_bytes()
-            with self._lock:
-                self._store.write_bytes(rel, data)
-            self._sent[rel] = seen
+        from trainpod.storage import ship_changed
+
+        with self._lock:
+            ship_changed(self._store, self.out, self.LIVE, self._sent)
 
     def sync(self, final: bool = False) -> None:
         from trainpod.storage import sync_up

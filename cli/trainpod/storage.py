@@ -730,6 +730,30 @@ def write_bytes(uri: str, data: bytes, settings: Settings | None = None) -> None
     open_store(parent, settings).write_bytes(name, data)
 
 
+def ship_changed(store: Store, root: Path, rels: Iterable[str], sent: dict[str, tuple[int, int]],
+                 on_error: Callable[[str, Exception], None] | None = None) -> None:
+    """Upload each of ``rels`` (relative to ``root``) whose size or mtime changed since ``sent`` last recorded it.
+
+    For the few small files a live view reads (logs, status.json), every few seconds: mtime is a change hint for
+    these only, never a sync decision. Missing files are skipped; ``on_error`` gets a file's upload error and the
+    others are still tried (without it the error is raised)."""
+    for rel in rels:
+        path = root / rel
+        try:
+            st = path.stat()
+            seen = (st.st_size, st.st_mtime_ns)
+            if sent.get(rel) == seen:
+                continue
+            store.write_bytes(rel, path.read_bytes())
+            sent[rel] = seen
+        except FileNotFoundError:
+            continue
+        except (OSError, TrainpodError) as exc:
+            if on_error is None:
+                raise
+            on_error(rel, exc)
+
+
 def delete(uri: str, settings: Settings | None = None) -> None:
     """Delete one object, or everything under a prefix/directory."""
     parent, name = _split_parent(uri)

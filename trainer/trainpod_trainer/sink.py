@@ -202,21 +202,12 @@ class S3Sink(Sink):
 
     def _ship(self) -> None:
         """Upload the live files that changed since the last upload; failures are logged, not fatal."""
+        from trainpod.storage import ship_changed
+
         assert self.output is not None
         with self._ship_lock:
-            for rel in LIVE_FILES:
-                path = self.output / rel
-                try:
-                    st = path.stat()
-                    key = (st.st_size, st.st_mtime_ns)
-                    if self._shipped.get(rel) == key:
-                        continue
-                    self.store.write_bytes(rel, path.read_bytes())
-                    self._shipped[rel] = key
-                except FileNotFoundError:
-                    continue
-                except (OSError, TrainpodError) as exc:
-                    log.warning("could not upload %s: %s (retrying at the next interval)", rel, exc)
+            ship_changed(self.store, self.output, LIVE_FILES, self._shipped, on_error=lambda rel, exc: log.warning(
+                "could not upload %s: %s (retrying at the next interval)", rel, exc))
 
 
 def sink_for(spec: RunSpec) -> Sink:
