@@ -27,7 +27,7 @@ import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -192,6 +192,20 @@ def _default_wheelhouse() -> str | None:
     return val if val and Path(val).is_dir() else None
 
 
+def _fetch_helpers(ca_bundle: str | None, wheelhouse: str | None) -> tuple[str | None, str | None]:
+    """The extra CA bundle and wheelhouse a build passes to pip: the given ones ("" = none), else the defaults."""
+    ca = ca_bundle if ca_bundle is not None else _default_ca_bundle()
+    if ca and not Path(ca).is_file():
+        raise ConfigError(f"CA bundle {ca}: not a file", "pass --ca-bundle PATH or unset TRAINPOD_BUILD_CA_BUNDLE")
+    return ca, wheelhouse if wheelhouse is not None else _default_wheelhouse()
+
+
+def _image_tag(settings: Settings, name: str) -> str:
+    """``[registry/]repository:name``."""
+    registry = (settings.registry or "").rstrip("/")
+    return f"{registry + '/' if registry else ''}{settings.image_repository}:{name}"
+
+
 def copy_source_tree(dst: Path, src: Path = REPO_ROOT) -> Path:
     """Copy what an image is built from (source roots + images/) into ``dst``: a frozen tree to build from,
     so edits to the working tree during a long build or test session do not change the tag."""
@@ -268,10 +282,7 @@ def image_plan(
                 "CUDA_VERSION": ""}
     args |= {"TRAINPOD_VERSION": __version__, "HARDWARE": hardware_name}
 
-    ca = ca_bundle if ca_bundle is not None else _default_ca_bundle()
-    if ca and not Path(ca).is_file():
-        raise ConfigError(f"CA bundle {ca}: not a file", "pass --ca-bundle PATH or unset TRAINPOD_BUILD_CA_BUNDLE")
-    house = wheelhouse if wheelhouse is not None else _default_wheelhouse()
+    ca, house = _fetch_helpers(ca_bundle, wheelhouse)
     wheels = sorted(p.name for p in Path(house).glob("*.whl")) if house else []
 
     files = _context_entries(root, flavor, ca, house, wheels)
@@ -291,9 +302,7 @@ def image_plan(
     args["GIT_COMMIT"] = git_commit(root) or ""
     args["CONTENT_HASH"] = content_hash
 
-    repo = settings.image_repository
-    registry = (settings.registry or "").rstrip("/")
-    tag = f"{registry + '/' if registry else ''}{repo}:{flavor}-{content_hash[:12]}"
+    tag = _image_tag(settings, f"{flavor}-{content_hash[:12]}")
     return ImagePlan(
         hardware_name=hardware_name,
         flavor=flavor,
@@ -328,27 +337,34 @@ def _context_entries(root: Path, flavor: str, ca: str | None, house: str | None,
 
 def write_context(plan: ImagePlan, out: IO[bytes]) -> int:
     """Write the deterministic build context tar (fixed mtimes/owners, sorted) to ``out``; returns bytes."""
-    root = Path(plan.root)
-    entries = _context_entries(root, plan.flavor, plan.ca_bundle,
+    entries = _context_entries(Path(plan.root), plan.flavor, plan.ca_bundle,
                                str(Path(plan.wheelhouse[0]).parent) if plan.wheelhouse else None,
                                [Path(w).name for w in plan.wheelhouse])
-    names = {n for n, _ in entries}
-    dirs = {"build", "build/ca", "build/wheels"}
-    for n in names:
-        parts = n.split("/")[:-1]
-        dirs |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
+    return _write_tar(out, entries)
+
+
+def _write_tar(out: IO[bytes], entries: list[tuple[str, Path | bytes]], dirs: Iterable[str] = ()) -> int:
+    """A build context tar: the entries' parent directories (and ``build/{ca,wheels}``, which the Dockerfiles
+    COPY even when empty), then the entries in order: bytes, or a host file (its symlink, its exec bit except
+    under ``build/``). Fixed mtimes and owners, so the same inputs give the same bytes."""
+    all_dirs = {"build", "build/ca", "build/wheels", *dirs}
+    for name, _ in entries:
+        parts = name.split("/")[:-1]
+        all_dirs |= {"/".join(parts[: i + 1]) for i in range(len(parts))}
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for d in sorted(dirs):
-            info = _tarinfo(d, tarfile.DIRTYPE, 0o755)
-            tar.addfile(info)
+        for d in sorted(all_dirs):
+            tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755))
         for name, source in entries:
-            if source.is_symlink():
+            if isinstance(source, bytes):
+                data, mode = source, 0o644
+            elif source.is_symlink():
                 info = _tarinfo(name, tarfile.SYMTYPE, 0o777)
                 info.linkname = os.readlink(source)
                 tar.addfile(info)
                 continue
-            data = source.read_bytes()
-            mode = 0o755 if os.access(source, os.X_OK) and not name.startswith("build/") else 0o644
+            else:
+                data = source.read_bytes()
+                mode = 0o755 if os.access(source, os.X_OK) and not name.startswith("build/") else 0o644
             info = _tarinfo(name, tarfile.REGTYPE, mode)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -402,7 +418,8 @@ def build(plan: ImagePlan, *, client: Any = None, on_line: Callable[[str], None]
         return False
     if not force:
         # the same content under another name (e.g. built before TRAINPOD_REGISTRY was set): just tag it
-        same = client.images.list(filters={"label": f"{CONTENT_LABEL}={plan.content_hash}"})
+        same = [i for i in client.images.list(filters={"label": f"{CONTENT_LABEL}={plan.content_hash}"})
+                if PROJECT_CONTENT_LABEL not in (i.labels or {})]  # project layers inherit the base's labels
         if same:
             same[0].tag(plan.repository, plan.tag_name)
             return False
@@ -656,12 +673,8 @@ def project_image_plan(base_image: str, project_dir: str | os.PathLike[str], req
         digest.update(f"\0file\0{rel}\0{int(os.access(path, os.X_OK))}\0".encode())
         digest.update(os.readlink(path).encode() if path.is_symlink() else path.read_bytes())
     content_hash = digest.hexdigest()
-    registry = (settings.registry or "").rstrip("/")
-    tag = f"{registry + '/' if registry else ''}{settings.image_repository}:project-{content_hash[:12]}"
-    ca = ca_bundle if ca_bundle is not None else _default_ca_bundle()
-    if ca and not Path(ca).is_file():
-        raise ConfigError(f"CA bundle {ca}: not a file", "pass --ca-bundle PATH or unset TRAINPOD_BUILD_CA_BUNDLE")
-    house = wheelhouse if wheelhouse is not None else _default_wheelhouse()
+    tag = _image_tag(settings, f"project-{content_hash[:12]}")
+    ca, house = _fetch_helpers(ca_bundle, wheelhouse)
     wheels = sorted(str(w) for w in Path(house).glob("*.whl") if not w.name.startswith("torch-")) if house else []
     build_files = (["build/ca/ca-bundle.crt"] if ca else []) + [f"build/wheels/{Path(w).name}" for w in wheels]
     return ProjectImagePlan(base_image=base_image, project_dir=str(project.resolve()), requirements=requirements,
@@ -674,37 +687,13 @@ def write_project_context(plan: ProjectImagePlan, out: IO[bytes]) -> int:
     """The project build context tar (deterministic like :func:`write_context`)."""
     project = Path(plan.project_dir)
     req = (project / plan.requirements).read_bytes() if plan.requirements else b""
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in (("Dockerfile", PROJECT_DOCKERFILE.read_bytes()), ("requirements.txt", req)):
-            info = _tarinfo(name, tarfile.REGTYPE, 0o644)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for d in ("build", "build/ca", "build/wheels"):
-            tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755))
-        helpers = ([("build/ca/ca-bundle.crt", Path(plan.ca_bundle))] if plan.ca_bundle else []) + [
-            (f"build/wheels/{Path(w).name}", Path(w)) for w in plan.wheelhouse]
-        for name, path in helpers:
-            data = path.read_bytes()
-            info = _tarinfo(name, tarfile.REGTYPE, 0o644)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        dirs = {"project"}
-        for rel, _ in project_files(project):
-            parts = rel.split("/")[:-1]
-            dirs |= {"project/" + "/".join(parts[: i + 1]) for i in range(len(parts))}
-        for d in sorted(dirs):
-            tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755))
-        for rel, path in project_files(project):
-            if path.is_symlink():
-                info = _tarinfo(f"project/{rel}", tarfile.SYMTYPE, 0o777)
-                info.linkname = os.readlink(path)
-                tar.addfile(info)
-                continue
-            data = path.read_bytes()
-            info = _tarinfo(f"project/{rel}", tarfile.REGTYPE, 0o755 if os.access(path, os.X_OK) else 0o644)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.tell()
+    entries: list[tuple[str, Path | bytes]] = [("Dockerfile", PROJECT_DOCKERFILE.read_bytes()),
+                                               ("requirements.txt", req)]
+    if plan.ca_bundle:
+        entries.append(("build/ca/ca-bundle.crt", Path(plan.ca_bundle)))
+    entries += [(f"build/wheels/{Path(w).name}", Path(w)) for w in plan.wheelhouse]
+    entries += [(f"project/{rel}", path) for rel, path in project_files(project)]
+    return _write_tar(out, entries, dirs=("project",))
 
 
 def build_project(plan: ProjectImagePlan, *, client: Any = None, on_line: Callable[[str], None] | None = None) -> bool:
