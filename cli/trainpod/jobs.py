@@ -445,8 +445,7 @@ class JobRunPodBackend(RunPodBackend):
     def _record(self, plan: LaunchPlan) -> tuple[str, dict[str, Any]]:
         spec, job = plan.spec, _job(plan.spec)
         return job.name, {"max_runtime_minutes": job.max_runtime_minutes, "max_cost_usd": job.max_cost_usd,
-                          "job_spec": spec.model_dump(mode="json"),
-                          "plan": {"spec": {"stop_grace_seconds": spec.stop_grace_seconds}}, **_registry_extra(job)}
+                          "job_spec": spec.model_dump(mode="json"), **_registry_extra(job)}
 
     def _relaunch_plan(self, handle: RunHandle, settings: Settings) -> LaunchPlan:
         """A preempted spot job's new plan says ``resume``: jobrun restores the mirror's files and passes the latest

@@ -227,7 +227,7 @@ class Follow:
             if relaunch is None or status.state != "preempted":
                 release = getattr(self.backend, "release", None)  # e.g. confirm the pod stopped billing
                 if release is not None:
-                    yield from release(self.handle, status)
+                    yield from release(self.handle, status, self.settings)
                 return
             self.relaunches += 1
             yield f"[trainpod] run {self.handle.run_id} was preempted: relaunching (resumes from its last checkpoint)"

@@ -124,8 +124,10 @@ def run_pipeline(plan: PipelinePlan, on_line: Callable[[str], None] = print) -> 
         registry = RunRegistry(prep.settings.state_path)
         handle = registry.update(handle.run_id, pipeline=plan.name, pipeline_run=plan.run_id, stage=stage.name,
                                  stage_index=index + len(plan.skipped), stages=[*plan.skipped, *names])
-        for line in follow(prep.backend, handle):
+        follower = follow(prep.backend, handle, prep.settings)  # relaunches a preempted spot stage
+        for line in follower:
             on_line(line)
+        handle = follower.handle
         status = prep.backend.status(handle)
         results.append((stage.name, handle, status))
         if status.state != "succeeded":

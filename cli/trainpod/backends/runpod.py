@@ -341,7 +341,7 @@ class RunPodBackend:
             )
         return self._rent(self._relaunch_plan(handle, settings), settings, api,
                           first_attempt=int(handle.extra.get("next_attempt", 1)), relaunches=count + 1,
-                          created=handle.created)
+                          previous=handle)
 
     # What a subclass (custom jobs: trainpod.jobs.JobRunPodBackend) changes about renting: the estimate for a
     # live price, what the run registry records, and the plan a relaunch rents from.
@@ -358,9 +358,10 @@ class RunPodBackend:
         return LaunchPlan.model_validate(handle.extra["plan"])
 
     def _rent(self, plan: LaunchPlan, settings: Settings, api: Any, *, first_attempt: int,
-              relaunches: int, created: str | None = None) -> RunHandle:
+              relaunches: int, previous: RunHandle | None = None) -> RunHandle:
         """Rent the first GPU type of ``provider_request["attempts"]`` (the profile's, then its fallbacks) that is
-        offered at an acceptable price, has capacity and starts; each try is a numbered pod name (``-aN``)."""
+        offered at an acceptable price, has capacity and starts; each try is a numbered pod name (``-aN``).
+        A relaunch (``previous``) keeps the run's creation time and what others recorded on it (pipeline stage)."""
         from trainpod.backends.runpod_api import CapacityError
         from trainpod.redact import register_secret
         from trainpod.runs import RunRegistry
@@ -399,11 +400,12 @@ class RunPodBackend:
             name, own = self._record(plan)
             handle = RunHandle(
                 run_id=spec.run_id, backend=self.name, preset=name, provider_id=pod.id,
-                output=spec.storage.output, created=created or utcnow_iso(),
-                extra={"pod_name": pod_request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": req["spot"],
+                output=spec.storage.output, created=previous.created if previous else utcnow_iso(),
+                extra={**(previous.extra if previous else {}), "pod_name": pod_request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": req["spot"],
                        "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes",
                        "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate, "started": None,
-                       "relaunches": relaunches, "next_attempt": attempt + 1, **own},
+                       "relaunches": relaunches, "next_attempt": attempt + 1,
+                       "stop_grace_seconds": spec.stop_grace_seconds, **own},
             )
             registry.save(handle)
             if self._wait_started(api, pod.id):
@@ -510,7 +512,7 @@ class RunPodBackend:
 
     release_timeout_s = 60.0  # how long a pod may take to terminate itself after its run ended
 
-    def release(self, handle: RunHandle, status: RunStatus) -> Iterator[str]:
+    def release(self, handle: RunHandle, status: RunStatus, settings: Settings) -> Iterator[str]:
         """The last step of following a run: make sure the pod stopped billing.
 
         The pod terminates itself once its trainer exits (podside), a few seconds after DONE or POD_EXIT
@@ -519,11 +521,10 @@ class RunPodBackend:
         EXITED) is terminated from here, and the line says so."""
         from trainpod.backends.runpod_api import GraphQLClient
         from trainpod.errors import TrainpodError
-        from trainpod.settings import load_settings
 
         if not handle.provider_id:
             return
-        api = GraphQLClient.from_settings(load_settings())
+        api = GraphQLClient.from_settings(settings)
         deadline = time.monotonic() + self.release_timeout_s
         try:
             while True:
@@ -544,8 +545,7 @@ class RunPodBackend:
         """The CLI's backstop for the pod's watchdog: a limit passed by more than the stop grace period
         (plus two polls) means the watchdog did not act (hung supervisor, wrong price), so the CLI
         that follows the run terminates the pod itself."""
-        spec = (handle.extra.get("plan") or {}).get("spec") or {}
-        slack = float(spec.get("stop_grace_seconds") or 60.0) + 2 * self.poll_s
+        slack = float(handle.extra.get("stop_grace_seconds") or 60.0) + 2 * self.poll_s
         minutes, usd = handle.extra.get("max_runtime_minutes"), handle.extra.get("max_cost_usd")
         if minutes is not None and status.elapsed_s is not None and status.elapsed_s > minutes * 60 + slack:
             return f"max_runtime_minutes={minutes:g} passed ({status.elapsed_s:.0f}s running)"
