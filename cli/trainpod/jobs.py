@@ -26,9 +26,11 @@ from pydantic import Field
 
 from trainpod.backends.base import LaunchPlan, Mount, RunHandle
 from trainpod.backends.docker import (
+    DATA_TARGET,
     IMAGE_UID,
     LABEL_PREFIX,
     OUTPUT_TARGET,
+    PREVIOUS_TARGET,
     SECRET_ENV,
     DockerBackend,
     _scrub,
@@ -46,8 +48,6 @@ if TYPE_CHECKING:
     from trainpod.launcher import LaunchRequest, Prepared
 
 SPEC_NAME = "job_spec.json"
-DATA_TARGET = "/data"
-PREVIOUS_TARGET = "/previous"
 POD_OUTPUT = "/workspace/output"  # pod-local scratch; the run's output is its S3 mirror (job.sync_uri)
 SUPERVISOR = ["-m", "trainpod.jobrun"]
 

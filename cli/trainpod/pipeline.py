@@ -22,13 +22,12 @@ from typing import Any
 
 from trainpod.backends.base import RunHandle, RunStatus, get_backend
 from trainpod.config import load_catalog
+from trainpod.contrib import PREVIOUS_ENV
 from trainpod.errors import ConfigError, TrainpodError, did_you_mean
 from trainpod.launcher import LaunchRequest, Prepared, exit_code_for, follow, prepare, submit
 from trainpod.runs import RunRegistry
 from trainpod.settings import load_settings
 from trainpod.spec import new_run_id
-
-PREVIOUS_ENV = "TRAINPOD_PREVIOUS_OUTPUT"
 
 
 @dataclass

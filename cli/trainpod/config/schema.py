@@ -23,6 +23,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def _check_env_keys(env: dict[str, str]) -> None:
+    for key in env:
+        if not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise ValueError(f"env key {key!r} is not a valid environment variable name")
+
+
 class Hardware(Strict):
     """``[hardware.NAME]``: what a machine (or cloud GPU shape) can do, and how to package for it."""
 
@@ -78,9 +84,7 @@ class Hardware(Strict):
             raise ValueError("mps runs one process")
         if not self.supported and not self.unsupported_reason:
             raise ValueError("supported = false needs unsupported_reason saying why")
-        for key in self.env:
-            if not key.replace("_", "").isalnum() or key[0].isdigit():
-                raise ValueError(f"env key {key!r} is not a valid environment variable name")
+        _check_env_keys(self.env)
         return self
 
     @property
@@ -313,9 +317,8 @@ class Job(Strict):
             raise ValueError("nproc_per_node > 1 needs launcher = 'torchrun' or 'deepspeed'")
         if self.data is not None:
             Dataset._path(self.data)
+        _check_env_keys(self.env)
         for key in self.env:
-            if not key.replace("_", "").isalnum() or key[0].isdigit():
-                raise ValueError(f"env key {key!r} is not a valid environment variable name")
             if key.startswith("TRAINPOD_"):
                 raise ValueError(f"env key {key!r}: TRAINPOD_* variables are set by trainpod itself")
         return self
