@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import trainpod
+from trainpod.config.loader import DEFAULTS_DIR
 from trainpod.config.schema import TrainingConfig
 from trainpod.errors import ConfigError
 
@@ -39,7 +39,7 @@ def config_path(name: str) -> Path:
     if name.endswith(".json"):
         path = Path(name)
     else:
-        path = Path(trainpod.__file__).resolve().parent / "_defaults" / "deepspeed" / f"{name}.json"
+        path = DEFAULTS_DIR / "deepspeed" / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.is_dir() else []
         raise ConfigError(f"deepspeed config {name!r}: {path} not found",
@@ -78,7 +78,7 @@ def build_config(cfg: TrainingConfig, world: int, hidden_size: int, name: str | 
         ("zero_optimization", "stage3_prefetch_bucket_size"): int(0.9 * hidden_size * hidden_size),
         ("zero_optimization", "stage3_param_persistence_threshold"): 10 * hidden_size,
     }
-    out = json.loads(json.dumps(raw))
+    out = raw  # parsed just above, used nowhere else: filled in place
     for keys, value in fixed.items():
         node = out
         for k in keys[:-1]:

@@ -384,9 +384,6 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
 
     ``sink`` receives complete checkpoints and the finished output (default: from storage.output).
     """
-
-
-
     dist = Dist.from_env()
     run = Run(spec, dist)
     if sink is not None:
@@ -415,8 +412,6 @@ def train(spec: RunSpec, sink: Sink | None = None) -> int:
 
 def _train(run: Run, dist: Dist) -> int:
     """The story after setup; ``train`` owns setup and teardown."""
-    import contextlib
-
     import numpy as np
     import torch
 
@@ -430,10 +425,7 @@ def _train(run: Run, dist: Dist) -> int:
     device = pick_device(cfg.hardware.device, dist)
     if dist.main:  # remote dataset + newest complete remote checkpoint into the local directories
         run.sink.stage(run.data_dir, run.checkpoints, spec.resume)
-    if dist.world > 1:
-        import torch.distributed as tdist
-
-        tdist.barrier()
+    barrier(dist)
     import random
 
     random.seed(hp.seed)
@@ -663,13 +655,16 @@ def _train(run: Run, dist: Dist) -> int:
                 mem_stop = None
             except Stop as exc:
                 mem_stop = exc
-            if _any_rank(mem_stop is not None, dist):  # one rank over the limit stops all at this step
-                raise mem_stop or Stop(exitcodes.MEMORY, f"memory guard tripped on another rank at step {state.step}")
-            if _any_rank(run.stop_signal is not None, dist):
-                raise Stop(exitcodes.STOPPED, f"stopped by {run.stop_signal or 'signal'} at step {state.step}")
             # --max-runtime for every backend (RunPod's pod watchdog is the backstop): this launch's wall time
-            if cfg.max_runtime_minutes and _any_rank(time.monotonic() - run.started > cfg.max_runtime_minutes * 60,
-                                                     dist):
+            late = bool(cfg.max_runtime_minutes) and time.monotonic() - run.started > cfg.max_runtime_minutes * 60
+            # one collective for the three stop reasons: any rank's reason stops all ranks at this step
+            mem_any, sig_any, late_any = (v > 0 for v in all_sum(dist, mem_stop is not None,
+                                                                run.stop_signal is not None, late))
+            if mem_any:
+                raise mem_stop or Stop(exitcodes.MEMORY, f"memory guard tripped on another rank at step {state.step}")
+            if sig_any:
+                raise Stop(exitcodes.STOPPED, f"stopped by {run.stop_signal or 'signal'} at step {state.step}")
+            if late_any:
                 raise Stop(exitcodes.STOPPED, f"max_runtime_minutes = {cfg.max_runtime_minutes:g} reached "
                            f"at step {state.step}")
             if stop_early:
@@ -753,16 +748,7 @@ def barrier(dist: Dist) -> None:
 
 def _any_rank(flag: bool, dist: Dist) -> bool:
     """True if the flag is set on any rank, so all ranks stop at the same step."""
-    if dist.world == 1:
-        return flag
-    import torch
-    import torch.distributed as tdist
-
-    t = torch.tensor([1 if flag else 0])
-    if tdist.get_backend() == "nccl":
-        t = t.cuda()
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return bool(t.item())
+    return all_sum(dist, float(flag))[0] > 0
 
 
 def _close(run: Run) -> None:
