@@ -137,6 +137,19 @@ def prepare(req: LaunchRequest) -> Prepared:
     return Prepared(settings, catalog, cfg, spec, backend, plan)
 
 
+def finished_already(prep: Prepared, req: LaunchRequest) -> tuple[RunHandle, RunStatus] | None:
+    """With ``--resume``: the resumed run and its status when it has already succeeded. Resuming it
+    would have nothing to do, so the caller must not touch it (no trainer, no rewritten record)."""
+    if not req.resume:
+        return None
+    try:
+        handle = RunRegistry(prep.settings.state_path).get(prep.spec.run_id)
+    except TrainpodError:
+        return None
+    status = prep.backend.status(handle)
+    return (handle, status) if status.state == "succeeded" else None
+
+
 def pin_dataset(prep: Prepared) -> Prepared:
     """Record what data the run trains on (the dataset's manifest digest) and re-plan.
 

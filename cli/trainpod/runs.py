@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from trainpod.backends.base import RunHandle
+from trainpod.backends.base import TERMINAL_STATES, RunHandle, RunStatus
 from trainpod.errors import TrainpodError, available, did_you_mean
 from trainpod.manifest import atomic_write_bytes
 
@@ -42,6 +42,11 @@ class RunRegistry:
             matches = [i for i in ids if i.startswith(run_id)]
             if len(matches) == 1:
                 return self.get(matches[0])
+            if len(matches) > 1:
+                raise TrainpodError(
+                    f"ambiguous: {len(matches)} runs match '{run_id}':\n" + "\n".join(f"  {m}" for m in matches),
+                    "give more of the run id",
+                )
             raise TrainpodError(
                 f"no run '{run_id}' in {self.dir}{did_you_mean(run_id, ids)}",
                 f"known runs: {available(ids[-10:])}" if ids else "launch one with `trainpod launch PRESET`",
@@ -68,3 +73,44 @@ class RunRegistry:
 
     def as_json(self) -> str:
         return json.dumps([h.model_dump(mode="json") for h in self.all()], indent=2)
+
+
+def cancel_run(registry: RunRegistry, run_id: str) -> tuple[RunHandle, RunStatus | None]:
+    """Cancel ``run_id`` (unique prefixes work). A run that already finished (succeeded, failed or
+    cancelled) is left exactly as it is: returns its final status instead of ``None``."""
+    from trainpod.backends.base import get_backend
+
+    handle = registry.get(run_id)
+    backend = get_backend(handle.backend)
+    status = backend.status(handle)
+    if status.state in TERMINAL_STATES:
+        return handle, status
+    backend.cancel(handle)
+    registry.save(handle)
+    return handle, None
+
+
+def local_output(registry: RunRegistry, ref: str) -> Path:
+    """A run's output as a local directory: ``ref`` is that directory, or a run id (unique prefixes work).
+
+    A run whose output is in S3 resolves to where its outputs were downloaded after it finished."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise TrainpodError(f"{ref}: not a directory", "pass a run's output directory or its run id")
+    try:
+        handle = registry.get(ref)
+    except TrainpodError as exc:
+        raise TrainpodError(f"'{ref}' is neither a directory nor a known run: {exc.message}",
+                            exc.hint or "pass a run's output directory or its run id") from None
+    downloaded = handle.extra.get("downloaded")
+    if isinstance(downloaded, str) and Path(downloaded).is_dir():
+        return Path(downloaded)
+    if handle.output.startswith("s3://"):
+        raise TrainpodError(f"run {handle.run_id}: its outputs are in {handle.output} and were not downloaded",
+                            f"trainpod data pull {handle.output} DIR (then: trainpod evaluate DIR --data ...)")
+    out = Path(handle.output)
+    if not out.is_dir():
+        raise TrainpodError(f"run {handle.run_id}: its output directory {out} does not exist (any more)")
+    return out

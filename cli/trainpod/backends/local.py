@@ -59,6 +59,20 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _ended(out: Path, status: dict) -> float | None:
+    """When a run that is no longer running stopped: DONE's ``finished``, else status.json's ``updated``,
+    else the newest of its status/log files' modification times."""
+    from datetime import datetime
+
+    for stamp in ((_read_json(out / "DONE") or {}).get("finished"), status.get("updated")):
+        if isinstance(stamp, str):
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(stamp).timestamp()
+    times = [p.stat().st_mtime for p in (out / "status.json", out / "logs" / "train.log", out / "logs" / "launcher.log")
+             if p.exists()]
+    return max(times) if times else None
+
+
 class LocalBackend:
     name = "local"
 
@@ -133,8 +147,10 @@ class LocalBackend:
         alive = bool(pid) and _alive(pid)
         st = _read_json(out / "status.json") or {}
         step, loss = st.get("step"), st.get("loss")
-        elapsed = time.time() - float(handle.extra.get("started", time.time()))
-        common = {"step": step, "loss": loss, "elapsed_s": round(elapsed, 1)}
+        started = float(handle.extra.get("started", time.time()))
+        # a run that is over ran until it last wrote its status (DONE's time when it finished), not until now
+        end = time.time() if alive else _ended(out, st) or time.time()
+        common = {"step": step, "loss": loss, "elapsed_s": round(max(0.0, end - started), 1)}
         if alive:
             return RunStatus(state="running" if st else "pending", detail=f"pid {pid}", **common)
         code = self._exit_code(handle)

@@ -1,4 +1,4 @@
-"""``trainpod evaluate OUTPUT_DIR``: test-split loss/perplexity and ROUGE-L/BLEU of sampled generations."""
+"""``trainpod evaluate OUTPUT_DIR|RUN_ID``: test-split loss/perplexity and ROUGE-L/BLEU of sampled generations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 
 @click.command()
-@click.argument("output_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("output_dir", metavar="OUTPUT_DIR|RUN_ID")
 @click.option("--samples", type=click.IntRange(min=0), default=8, show_default=True,
               help="How many test records to generate answers for (ROUGE-L / BLEU).")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
@@ -14,17 +14,20 @@ import click
               help="Dataset directory (default: the run's dataset location).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=96, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def evaluate(output_dir: str, samples: int, split: str, data_dir: str | None, max_new_tokens: int,
+@click.pass_obj
+def evaluate(obj: dict, output_dir: str, samples: int, split: str, data_dir: str | None, max_new_tokens: int,
              as_json: bool) -> None:
-    """Evaluate a finished run's OUTPUT_DIR; also writes OUTPUT_DIR/eval.json."""
-    from pathlib import Path
-
+    """Evaluate a finished run, given its OUTPUT_DIR or its RUN_ID (unique prefixes work); also writes
+    OUTPUT_DIR/eval.json."""
     from trainpod.console import emit_json, emit_table
+    from trainpod.runs import RunRegistry, local_output
+    from trainpod.settings import load_settings
+
+    out = local_output(RunRegistry(load_settings(obj.get("profile")).state_path), output_dir)
     from trainpod_trainer.evaluate import evaluate_output, write_report
 
-    report = evaluate_output(output_dir, samples=samples, split=split, data_dir=data_dir,
-                             max_new_tokens=max_new_tokens)
-    write_report(Path(output_dir), report)
+    report = evaluate_output(out, samples=samples, split=split, data_dir=data_dir, max_new_tokens=max_new_tokens)
+    write_report(out, report)
     if as_json:
         emit_json(report)
         return

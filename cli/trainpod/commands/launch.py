@@ -48,6 +48,12 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
             if line is not None:
                 click.echo("\n# equivalent command:\n" + line(prep.plan), err=False)
         return
+    if (finished := launcher.finished_already(prep, req)) is not None:
+        done, _status = finished
+        click.echo(f"run {done.run_id} already finished (succeeded): nothing to resume, nothing changed; "
+                   f"outputs in {done.output}", err=True)
+        click.echo(f"to train again, start a new run: trainpod launch {preset}", err=True)
+        return
     prep, handle = launcher.submit(prep, on_line=lambda line: click.echo(f"[image] {line}", err=True))
     click.echo(f"run {handle.run_id} submitted ({handle.backend}); output: {handle.output}", err=True)
     if detach:

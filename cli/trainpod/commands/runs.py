@@ -87,13 +87,13 @@ def logs(obj: dict, run_id: str, follow: bool) -> None:
 @click.argument("run_id")
 @click.pass_obj
 def cancel(obj: dict, run_id: str) -> None:
-    """Stop RUN_ID: SIGTERM, wait for its checkpoint, clean up. Safe to repeat."""
-    from trainpod.backends.base import get_backend
+    """Stop RUN_ID: SIGTERM, wait for its checkpoint, clean up. Safe to repeat; a finished run is left as it is."""
+    from trainpod.runs import cancel_run
 
-    registry = _registry(obj)
-    handle = registry.get(run_id)
-    get_backend(handle.backend).cancel(handle)
-    registry.save(handle)
+    handle, finished = cancel_run(_registry(obj), run_id)
+    if finished is not None:
+        click.echo(f"run {handle.run_id} had already finished ({finished.state}); nothing to cancel")
+        return
     click.echo(f"cancelled: {handle.run_id}")
 
 
