@@ -92,12 +92,11 @@ def _resume_dir(job: JobSpec, out: Path, resume: bool) -> Path | None:
     found = latest_complete(ckpts)
     if found is not None or not job.sync_uri:
         return found
-    from trainpod.storage import download_checkpoint, latest_complete_checkpoint
+    from trainpod.storage import fetch_latest_checkpoint
 
     if restored := _restore_outputs(job.sync_uri, out):
         _log(f"restored {restored} output files from {job.sync_uri}")
-    remote = latest_complete_checkpoint(job.sync_uri.rstrip("/") + "/checkpoints")
-    return download_checkpoint(remote, ckpts / remote.rstrip("/").rsplit("/", 1)[-1]) if remote else None
+    return fetch_latest_checkpoint(job.sync_uri.rstrip("/") + "/checkpoints", ckpts)  # content verified
 
 
 def _interval(var: str, default: float) -> float:
@@ -125,7 +124,7 @@ class _Mirror:
         self._store = open_store(uri)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._sent: dict[str, tuple[int, int]] = {}
+        self._sent: dict[str, tuple[int, ...]] = {}
         self._thread = threading.Thread(target=self._loop, name="trainpod-mirror", daemon=True)
 
     def start(self) -> None:

@@ -13,7 +13,7 @@ Design decisions (see issue 5):
   no-op push sends zero PUTs (``verify=True`` adds a LIST to repair objects removed behind trainpod's
   back). A file whose size differs from the manifest is uploaded at once and hashed while it
   travels; only same-size files are hashed before deciding. Local hashes are cached by
-  (path, size, mtime_ns, inode) under ``settings.state_dir``; the cache only saves time — a miss
+  (path, size, mtime_ns, ctime_ns, inode) under ``settings.state_dir``; the cache only saves time — a miss
   just re-hashes, so correctness never depends on mtime.
 * **Completeness marks.** Before anything changes under a prefix, its manifest is deleted; the new
   one is written after the last object. A checkpoint ``step-NNNNNNNN/`` is complete only when its
@@ -203,7 +203,11 @@ class _Progress:
 
 # ======================================================================================= hash cache
 class HashCache:
-    """sha256 of local files keyed by (path, size, mtime_ns, inode): a speed-up, never a source of truth.
+    """sha256 of local files keyed by (path, size, mtime_ns, ctime_ns, inode): a speed-up, never a source of truth.
+
+    Why ctime: size and mtime alone would let a same-size rewrite whose mtime was put back (``touch -r``,
+    ``os.utime``, ``cp -p``, ``rsync -t``) keep its old hash, and the changed file would never be pushed. The
+    inode change time cannot be set by a user and moves on every write and every utime.
 
     Stored as JSON under ``state_dir/storage/hashes.json`` and written atomically; concurrent
     processes may lose each other's entries, which only costs a re-hash.
@@ -222,12 +226,12 @@ class HashCache:
 
     @staticmethod
     def _key(st: os.stat_result) -> list[int]:
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
     def lookup(self, name: str, st: os.stat_result) -> str | None:
         """Cached sha256 for an absolute, resolved path with this stat, else None."""
         hit = self._data.get(name)
-        return str(hit[3]) if hit and hit[:3] == self._key(st) else None
+        return str(hit[-1]) if isinstance(hit, list) and hit[:-1] == self._key(st) else None
 
     def store(self, name: str, st: os.stat_result, digest: str) -> None:
         with self._lock:
@@ -730,9 +734,10 @@ def write_bytes(uri: str, data: bytes, settings: Settings | None = None) -> None
     open_store(parent, settings).write_bytes(name, data)
 
 
-def ship_changed(store: Store, root: Path, rels: Iterable[str], sent: dict[str, tuple[int, int]],
+def ship_changed(store: Store, root: Path, rels: Iterable[str], sent: dict[str, tuple[int, ...]],
                  on_error: Callable[[str, Exception], None] | None = None) -> None:
-    """Upload each of ``rels`` (relative to ``root``) whose size or mtime changed since ``sent`` last recorded it.
+    """Upload each of ``rels`` (relative to ``root``) whose size, mtime or ctime changed since ``sent`` last
+    recorded it (ctime: a rewrite that put the mtime back is still a change).
 
     For the few small files a live view reads (logs, status.json), every few seconds: mtime is a change hint for
     these only, never a sync decision. Missing files are skipped; ``on_error`` gets a file's upload error and the
@@ -741,7 +746,7 @@ def ship_changed(store: Store, root: Path, rels: Iterable[str], sent: dict[str, 
         path = root / rel
         try:
             st = path.stat()
-            seen = (st.st_size, st.st_mtime_ns)
+            seen = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             if sent.get(rel) == seen:
                 continue
             store.write_bytes(rel, path.read_bytes())
@@ -1042,6 +1047,10 @@ def dataset_manifest_digest(uri: str, settings: Settings | None = None) -> str:
 
 
 # ======================================================================================= checkpoints
+class CorruptCheckpointError(TrainpodError):
+    """A checkpoint's bytes do not match its manifest (size or sha256)."""
+
+
 def _checkpoint_dirs(listing: dict[str, int]) -> dict[str, dict[str, int]]:
     """Group a listing by ``step-NNNNNNNN`` directory: name -> {file rel path: size}."""
     out: dict[str, dict[str, int]] = {}
@@ -1069,8 +1078,8 @@ def _complete(store: Store, name: str, files: dict[str, int]) -> dict[str, Any] 
 
 def latest_complete_checkpoint(uri: str, settings: Settings | None = None) -> str | None:
     """URI of the newest ``step-NNNNNNNN`` under ``uri`` whose manifest is present and whose files all
-    exist with the listed sizes; partial and truncated checkpoints are skipped. sha256 is checked
-    by :func:`download_checkpoint`."""
+    exist with the listed sizes; partial and truncated checkpoints are skipped. The bytes (sha256) are checked
+    by :func:`download_checkpoint`; :func:`fetch_latest_checkpoint` skips one whose content does not verify."""
     store = open_store(uri, settings)
     dirs = _checkpoint_dirs(store.list())
     for name in sorted(dirs, reverse=True):
@@ -1102,10 +1111,33 @@ def download_checkpoint(uri: str, local_dir: str | os.PathLike[str], settings: S
     try:
         _run_parallel(fetch, sorted(manifest["files"], key=lambda f: -f["size"]), workers)
     except _IntegrityError as exc:
-        raise TrainpodError(f"checkpoint {store.uri} is corrupt: {exc}",
-                            "pick an older one with latest_complete_checkpoint()") from None
+        raise CorruptCheckpointError(f"checkpoint {store.uri} is corrupt: {exc}",
+                                     "pick an older one: fetch_latest_checkpoint() skips corrupt ones") from None
     atomic_write_bytes(dest / MANIFEST_NAME, data if data is not None else b"")
     return dest
+
+
+def fetch_latest_checkpoint(uri: str, local_checkpoints: str | os.PathLike[str], settings: Settings | None = None,
+                            *, workers: int = DEFAULT_WORKERS,
+                            on_skip: Callable[[str], None] | None = None) -> Path | None:
+    """Download the newest checkpoint under ``uri`` whose *content* verifies into ``local_checkpoints/NAME``.
+
+    Sizes only say a checkpoint is whole; the bytes must also match its manifest's sha256. A checkpoint with
+    a file of the right size but other bytes is not complete: it is skipped (its partial local copy removed,
+    the reason passed to ``on_skip``, default: a warning logged) and the next older one is tried. None when
+    no checkpoint verifies."""
+    store = open_store(uri, settings, workers=workers)
+    dirs = _checkpoint_dirs(store.list())
+    for name in sorted(dirs, reverse=True):
+        if _complete(store, name, dirs[name]) is None:
+            continue
+        dest = Path(local_checkpoints).expanduser() / name
+        try:
+            return download_checkpoint(store.uri_of(name), dest, settings, workers=workers)
+        except CorruptCheckpointError as exc:
+            (on_skip or log.warning)(f"{exc.message}; trying an older checkpoint")
+            shutil.rmtree(dest, ignore_errors=True)
+    return None
 
 
 class CheckpointUploader:

@@ -191,3 +191,30 @@ def test_local_checkpoints_are_deleted_only_after_their_upload(tmp_path, s3):
     sink.close()
     listing = keys(s3, "runs/prune-run/checkpoints/")
     assert "step-00000003/manifest.json" in listing and "step-00000002/manifest.json" in listing
+
+
+def test_checkpoint_with_same_size_other_bytes_in_s3_is_not_resumed(smoke_baseline, tmp_path, s3):
+    """Sizes say step 20 is whole, but one file's bytes differ from its manifest: the trainer resumes step 10."""
+    from trainpod import storage
+
+    spec = s3_spec(tmp_path, s3)
+    up = storage.CheckpointUploader(s3.uri("runs/baseline-run/checkpoints"), keep_last=5)
+    for step in (10, 20):
+        up.submit(smoke_baseline / "checkpoints" / f"step-{step:08d}")
+    assert up.close(timeout=60)
+    key = "runs/baseline-run/checkpoints/step-00000020/adapter_model.safetensors"
+    good = s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=good[:-8] + bytes(b ^ 0xFF for b in good[-8:]))
+
+    pod = tmp_path / "pod"
+    proc = start_trainer(spec, **pod_env(s3, pod))
+    wait_for(lambda: (pod / "output" / "logs" / "metrics.jsonl").is_file() and read_metrics(pod / "output"),
+             timeout=120, proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == STOPPED, log
+    train_log = (pod / "output" / "logs" / "train.log").read_text()
+    assert "step-00000020 is corrupt" in train_log and "trying an older checkpoint" in train_log  # says why
+    assert "fetched checkpoint step-00000010" in log and "(step 10," in log
+    got, want = read_metrics(pod / "output"), read_metrics(smoke_baseline)
+    assert min(got) == 11 and got[11] == pytest.approx(want[11], rel=1e-6, abs=1e-6)

@@ -96,7 +96,7 @@ class S3Sink(Sink):
         self.store: Any = None
         self.remote: set[str] = set()  # checkpoint names known to be complete in S3
         self.finished = False
-        self._shipped: dict[str, tuple[int, int]] = {}
+        self._shipped: dict[str, tuple[int, ...]] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()  # ship now (a checkpoint was written) instead of at the next interval
         self._shipper: threading.Thread | None = None
@@ -132,13 +132,12 @@ class S3Sink(Sink):
                 )
             log.info("dataset %s -> %s (%d files fetched, %d unchanged, verified by %s)", dataset, data_dir,
                      len(result.transferred), result.unchanged, result.verified_by)
-        if resume:
-            latest = storage.latest_complete_checkpoint(self.spec.storage.checkpoints, self.settings)
-            if latest is not None:
-                name = latest.rstrip("/").rpartition("/")[2]
-                storage.download_checkpoint(latest, checkpoints / name, self.settings)
-                self.remote.add(name)
-                log.info("fetched checkpoint %s from %s", name, latest)
+        if resume:  # the newest whose content verifies: a same-size file with other bytes is not complete
+            fetched = storage.fetch_latest_checkpoint(self.spec.storage.checkpoints, checkpoints, self.settings,
+                                                      on_skip=log.warning)
+            if fetched is not None:
+                self.remote.add(fetched.name)
+                log.info("fetched checkpoint %s from %s", fetched.name, self.spec.storage.checkpoints)
         self.uploader = storage.CheckpointUploader(self.spec.storage.checkpoints, self.settings,
                                                    keep_last=self.spec.config.hyperparameters.keep_checkpoints)
         self._shipper = threading.Thread(target=self._ship_loop, name="trainpod-log-ship", daemon=True)
