@@ -1,4 +1,10 @@
-"""A loopback fake of RunPod's GraphQL API, for tests at the HTTP boundary.
+"""A loopback fake of RunPod's APIs, REST v2 and (legacy) GraphQL, for tests at the HTTP boundary.
+
+REST v2 (``/v2/...``, :mod:`tests.fakes.runpod_v2`) is held to RunPod's published OpenAPI document (the
+vendored subset in ``tests/contract``): every request is validated (an invalid one is answered 422 with the
+violations, as RunPod does, and recorded in ``violations``) and every response the fake sends is validated
+against the document with every object closed (a violation is recorded and answered 500), so the fake cannot
+drift from the contract. The fixtures fail a test that leaves a violation behind.
 
 It is a real HTTP server on 127.0.0.1 that parses and validates every document with graphql-core
 against a subset of RunPod's schema (field and input names from the runpod SDK, SkyPilot's spot
@@ -53,7 +59,7 @@ SCHEMA = build_schema(
       startSsh: Boolean  startJupyter: Boolean  supportPublicIp: Boolean  env: [EnvironmentVariableInput]
       allowedCudaVersions: [String]  containerRegistryAuthId: String  minVcpuCount: Int  minMemoryInGb: Int
       dataCenterId: String  countryCode: String  templateId: String  networkVolumeId: String
-      minDownload: Int  minUpload: Int
+      minDownload: Int  minUpload: Int  terminateAfter: String  stopAfter: String
     }
     input PodRentInterruptableInput {
       bidPerGpu: Float!
@@ -140,11 +146,35 @@ class FakePod:
     exit_code: int | None = None
     handle: Any = None  # the runner's process / container
     terminated_by: str | None = None  # "pod" (its own pod-scoped key) or "account" (the user's key)
+    # REST v2: PROVISIONING -> STARTING -> RUNNING -> EXITED | ERROR | TERMINATED
+    api: str = "graphql"  # which API created it
+    registry: str | None = None  # v2 registry credential id
+    host: Any = None  # the fake Host whose GPUs it holds
+    cuda: str | None = None
+    stopped_by: str | None = None
+    billed_s: float = 0.0  # running seconds before the current start
+    logs: list[dict[str, str]] = field(default_factory=list)  # {ts, source, line}
+    log_lock: Any = field(default_factory=threading.Lock)
+    terminate_after: str | None = None  # GraphQL's provider-side deadline, as received
+
+    def log(self, source: str, line: str) -> None:
+        """Append one log line (container output or a system event) with a unique, increasing ts."""
+        with self.log_lock:
+            now = time.time()
+            if self.logs:
+                last = _parse_ts(self.logs[-1]["ts"])
+                now = max(now, last + 1e-6)
+            self.logs.append({"ts": _fmt_ts(now), "source": source, "line": line})
+
+    def running_seconds(self) -> float:
+        live = time.time() - self.started_at if self.status == "RUNNING" and self.started_at else 0.0
+        return self.billed_s + live
 
     def public(self) -> dict[str, Any]:
         running = self.status == "RUNNING" and self.started_at is not None
+        desired = {"PROVISIONING": "RUNNING", "STARTING": "RUNNING", "ERROR": "EXITED"}.get(self.status, self.status)
         return {
-            "id": self.id, "name": self.name, "desiredStatus": self.status, "imageName": self.image,
+            "id": self.id, "name": self.name, "desiredStatus": desired, "imageName": self.image,
             "gpuCount": self.gpu_count, "costPerHr": self.cost_per_hr, "dockerArgs": self.docker_args,
             "lastStatusChange": f"{self.status} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
             "env": [f"{k}={v}" for k, v in self.env.items()], "machineId": "fake-machine",
@@ -165,6 +195,40 @@ class PodRunner(Protocol):
     def poll(self, pod: FakePod) -> int | None: ...
 
     def stop(self, pod: FakePod) -> None: ...
+
+
+def _fmt_ts(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def _parse_ts(ts: str) -> float:
+    import calendar
+
+    head, _, frac = ts.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) + (int(frac) / 1e6 if frac else 0.0)
+
+
+def _pump(pod: FakePod, chunks: Any) -> None:
+    """Copy a container's output into the pod's log (source ``container``) from a daemon thread."""
+
+    def run() -> None:
+        buf = b""
+        try:
+            for chunk in chunks:
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    pod.log("container", line.decode("utf-8", errors="replace").rstrip("\r"))
+        except Exception:  # noqa: BLE001 - the container went away: its log simply ends
+            pass
+        if buf:
+            pod.log("container", buf.decode("utf-8", errors="replace"))
+
+    threading.Thread(target=run, name=f"fake-runpod-log-{pod.id}", daemon=True).start()
+
+
+def _docker_lines(container: Any) -> Any:
+    return container.logs(stream=True, follow=True)
 
 
 class IdleRunner:
@@ -191,6 +255,7 @@ class ProcessRunner:
             shlex.split(pod.docker_args), env={**self.base_env, **env}, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        _pump(pod, iter(pod.handle.stdout.readline, b""))
 
     def poll(self, pod: FakePod) -> int | None:
         return pod.handle.poll() if pod.handle is not None else None
@@ -219,6 +284,7 @@ class DockerRunner:
             network_mode="host", detach=True, name=f"fake-runpod-{pod.id}-{pod.restarts}",
             labels={"trainpod.fake-runpod": pod.id},
         )
+        _pump(pod, _docker_lines(pod.handle))
 
     def poll(self, pod: FakePod) -> int | None:
         if pod.handle is None:
@@ -256,18 +322,53 @@ class Fault:
     seconds: float = 0.0
 
 
+@dataclass
+class Host:
+    """Machines of one GPU type in one cloud with one CUDA version, and how many of their GPUs are free."""
+
+    gpu_type_id: str
+    cloud: str  # SECURE | COMMUNITY
+    cuda: str
+    free: int
+
+
+def default_hosts(gpu_types: list[dict[str, Any]]) -> list[Host]:
+    """Plenty of stock for every offered GPU type and cloud, on CUDA 12.4 (older driver), 12.8 and 13.0."""
+    hosts = []
+    for g in gpu_types:
+        for cloud, price in (("SECURE", g.get("securePrice")), ("COMMUNITY", g.get("communityPrice"))):
+            if price:
+                hosts += [Host(g["id"], cloud, cuda, 8) for cuda in ("12.4", "12.8", "13.0")]
+    return hosts
+
+
+def cuda_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
 class FakeRunPod:
     """The fake's state and behaviour; :func:`serve` puts it behind HTTP."""
 
     def __init__(self, api_key: str, runner: PodRunner | None = None, base_url_for_pods: str = ""):
+        from tests.contract.openapi import Contract
+
         self.api_key = api_key
         self.runner: PodRunner = runner or IdleRunner()
         self.gpu_types = [dict(g) for g in DEFAULT_GPU_TYPES]
+        self.hosts: list[Host] = default_hosts(self.gpu_types)
         self.pods: dict[str, FakePod] = {}
-        self.registry_auths: dict[str, dict[str, str]] = {}
+        self.registry_auths: dict[str, dict[str, str]] = {}  # id -> {name, username, password} (both APIs)
         self.faults: list[Fault] = []
-        self.requests: list[dict[str, Any]] = []  # every parsed request body, in order
-        self.never_start = False
+        self.requests: list[dict[str, Any]] = []  # every parsed GraphQL request body, in order
+        self.v2_requests: list[dict[str, Any]] = []  # every v2 request: method, path, query, body, scope
+        self.contract = Contract()
+        self.violations: list[str] = []  # contract violations (requests we received, responses we sent)
+        self.never_start = False  # pods stay PROVISIONING (no machine is ever assigned)
+        self.pull_errors: set[str] = set()  # images whose pull fails: the pod goes ERROR, the system log says why
+        self.balance = 100.0  # <= 0: creates are refused with 402
+        self.pod_key_v2 = True  # whether a pod-scoped key may act on its own pod through v2 (unverified)
+        self.pod_key_graphql_terminate = True  # whether it may podTerminate its own pod through GraphQL
+        self.sse_max_s = 10.0  # the fake ends a log stream after this long (clients resume with Last-Event-ID)
         self.restart_on_exit = True  # RunPod restarts a container whose command exits
         self.base_url_for_pods = base_url_for_pods
         self.lock = threading.RLock()
@@ -279,12 +380,20 @@ class FakeRunPod:
             self.faults.append(fault)
         return fault
 
+    def set_stock(self, gpu_type_id: str, free: int, cloud: str | None = None, cuda: str | None = None) -> None:
+        """Set the free GPUs of the matching hosts (e.g. 0: out of stock)."""
+        with self.lock:
+            for h in self.hosts:
+                if h.gpu_type_id == gpu_type_id and cloud in (None, h.cloud) and cuda in (None, h.cuda):
+                    h.free = free
+
     def preempt(self, pod_id: str) -> None:
         """Kill a pod mid-run the way a spot reclaim does: container gone, pod EXITED."""
         with self.lock:
             pod = self.pods[pod_id]
             self.runner.stop(pod)
-            pod.status, pod.started_at = "EXITED", None
+            pod.log("system", "pod preempted: the host reclaimed the machine")
+            self._halt(pod, "EXITED")
 
     def live_pods(self) -> list[FakePod]:
         with self.lock:
@@ -292,20 +401,27 @@ class FakeRunPod:
             return [p for p in self.pods.values() if p.status != "TERMINATED"]
 
     def refresh(self) -> None:
-        """Advance pods: containers that exited are restarted (or left EXITED)."""
+        """Advance pods: v2 pods are placed and started; containers that exited are restarted (or left EXITED)."""
         with self.lock:
             for pod in self.pods.values():
+                if pod.status in ("PROVISIONING", "STARTING"):
+                    if not self.never_start:
+                        self._boot(pod)
+                    continue
                 if pod.status != "RUNNING" or pod.started_at is None:
                     continue
                 code = self.runner.poll(pod)
                 if code is None:
                     continue
                 pod.exit_code = code
+                pod.log("system", f"container exited with code {code}")
                 if self.restart_on_exit:
                     pod.restarts += 1
+                    pod.billed_s += time.time() - pod.started_at
+                    pod.log("system", "restarting the container")
                     self._start(pod)
                 else:
-                    pod.status, pod.started_at = "EXITED", None
+                    self._halt(pod, "EXITED")
 
     def take_fault(self, ops: list[str]) -> Fault | None:
         with self.lock:
@@ -314,6 +430,33 @@ class FakeRunPod:
                     fault.times -= 1
                     return fault
         return None
+
+    def _halt(self, pod: FakePod, status: str) -> None:
+        """The pod stops running (EXITED, ERROR or TERMINATED): billing stops, its GPUs go back to stock."""
+        if pod.status == "RUNNING" and pod.started_at is not None:
+            pod.billed_s += time.time() - pod.started_at
+        pod.status, pod.started_at = status, None
+        if pod.host is not None:
+            pod.host.free += pod.gpu_count
+            pod.host = None
+
+    def _boot(self, pod: FakePod) -> None:
+        """PROVISIONING -> STARTING (image pull) -> RUNNING, or ERROR when the pull fails."""
+        pod.status = "STARTING"
+        pod.log("system", f"pulling image {pod.image}")
+        if pod.image in self.pull_errors:
+            pod.log("system", f"error pulling image {pod.image}: unauthorized: authentication required")
+            pod.log("system", "container could not be created: image pull failed")
+            self._halt(pod, "ERROR")
+            return
+        try:
+            self._start(pod)
+        except Exception as exc:  # noqa: BLE001 - e.g. the Docker engine could not pull or run it
+            pod.log("system", f"container could not be started: {exc}")
+            self._halt(pod, "ERROR")
+            return
+        pod.status = "RUNNING"
+        pod.log("system", "container started")
 
     # ------------------------------------------------------------------ resolvers
     def _start(self, pod: FakePod) -> None:
@@ -343,11 +486,13 @@ class FakeRunPod:
             gpu_type_id=gpu["id"], gpu_count=int(inp.get("gpuCount") or 1), cloud_type=cloud,
             docker_args=inp.get("dockerArgs") or "", env={e["key"]: e["value"] for e in inp.get("env") or []},
             request=inp, cost_per_hr=round(float(price) * int(inp.get("gpuCount") or 1), 4),
-            api_key="pod-" + secrets.token_hex(16), spot=spot,
+            api_key="pod-" + secrets.token_hex(16), spot=spot, terminate_after=inp.get("terminateAfter"),
         )
         self.pods[pod.id] = pod
+        pod.log("system", f"pod created ({'spot' if spot else 'on-demand'}, GraphQL)")
         if not self.never_start:
             self._start(pod)
+            pod.log("system", "container started")
         return pod.public()
 
     def _pod_for(self, info: Any, pod_id: str) -> FakePod:
@@ -399,17 +544,22 @@ class FakeRunPod:
             found = self._pod_for(info, input["podId"])
             if found.status == "TERMINATED":
                 raise GraphQLError(f"Pod {found.id} not found")
-            found.status, found.started_at = "EXITED", None
             self.runner.stop(found)
+            self._halt(found, "EXITED")
+            found.stopped_by = "account" if info.context["scope"] is None else "pod"
+            found.log("system", "pod stopped")
             return found.public()
 
         def terminate(info: Any, input: dict[str, Any]) -> None:
             found = self._pod_for(info, input["podId"])
             if found.status == "TERMINATED":
                 raise GraphQLError(f"Pod {found.id} not found")
+            if info.context["scope"] is not None and not self.pod_key_graphql_terminate:
+                raise GraphQLError("Forbidden: this API key may not terminate pods")
             # The pod is gone for the API at once (as on RunPod); its container is removed after.
-            found.status, found.started_at = "TERMINATED", None
+            self._halt(found, "TERMINATED")
             found.terminated_by = "account" if info.context["scope"] is None else "pod"
+            found.log("system", "pod terminated")
             self.runner.stop(found)
             return None
 
@@ -464,9 +614,27 @@ class _Handler(BaseHTTPRequestHandler):
     def _html_error(self, status: int) -> None:
         self._send(status, f"<html><body><h1>{status}</h1>upstream error</body></html>".encode(), "text/html")
 
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._v2("GET")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._v2("DELETE")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._v2("PATCH")
+
+    def _v2(self, method: str) -> None:
+        from tests.fakes import runpod_v2
+
+        if not urlparse(self.path).path.startswith("/v2/"):
+            return self._json(404, {"errors": [{"message": f"no route {self.path}"}]})
+        runpod_v2.handle(self, method)
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         fake = self.server.fake
         url = urlparse(self.path)
+        if url.path.startswith("/v2/"):
+            return self._v2("POST")
         if url.path.rstrip("/") != "/graphql":
             return self._json(404, {"errors": [{"message": f"no route {url.path}"}]})
         auth = self.headers.get("Authorization", "")

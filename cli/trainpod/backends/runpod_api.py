@@ -1,4 +1,8 @@
-"""A thin, typed RunPod API client: the only module that talks to RunPod.
+"""The legacy GraphQL RunPod client and the interface both RunPod clients implement.
+
+REST v2 (:mod:`trainpod.backends.runpod_v2`) is the supported API and carries on-demand pods; this GraphQL
+client remains for spot pods (``podRentInterruptable``: v2 has none) and as the pod's fallback for
+self-termination, until RunPod retires GraphQL (early 2027).
 
 Why it exists instead of calling ``runpod.create_pod`` & co.: the SDK pastes values into GraphQL
 strings unescaped (a quote or newline in an env value breaks or *changes* the mutation) and its
@@ -85,6 +89,18 @@ class AuthError(RunPodAPIError):
     """The API key was refused."""
 
 
+class ForbiddenError(RunPodAPIError):
+    """The key is valid but may not do this (v2 403; e.g. a pod-scoped key, or a pool the account cannot use)."""
+
+
+class InsufficientBalanceError(RunPodAPIError):
+    """RunPod refused to rent for lack of balance (v2 402): no other GPU type will do better."""
+
+
+class InvalidRequestError(RunPodAPIError):
+    """RunPod says trainpod's request does not match its contract (v2 422): a trainpod bug, never retried."""
+
+
 # ----------------------------------------------------------------------------------------- data
 @dataclass(frozen=True)
 class GpuType:
@@ -122,6 +138,14 @@ class Pod:
     cost_per_hr: float | None = None
     uptime_seconds: int | None = None  # None while the container has not started
     last_status_change: str = ""
+    gpu_type_id: str = ""
+    registry_id: str | None = None  # v2: the registry credential the pod pulls with
+    created_at: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """v2 ERROR: the container is in an unrecoverable state (e.g. its image could not be pulled)."""
+        return self.desired_status == "ERROR"
 
     @property
     def started(self) -> bool:
@@ -148,6 +172,8 @@ class PodRequest:
     bid_per_gpu: float | None = None
     min_vcpu_count: int | None = None
     min_memory_gb: int | None = None
+    min_cuda_version: str | None = None  # v2 gpu.minCudaVersion (a floor); GraphQL needs the exact list
+    terminate_after: str | None = None  # GraphQL only: a provider-side deadline (ISO 8601 UTC); v2 has none
 
     @property
     def spot(self) -> bool:
@@ -182,9 +208,33 @@ class PodRequest:
             out["minVcpuCount"] = self.min_vcpu_count
         if self.min_memory_gb is not None:
             out["minMemoryInGb"] = self.min_memory_gb
+        if self.terminate_after:
+            out["terminateAfter"] = self.terminate_after
         if self.spot:
             out["bidPerGpu"] = self.bid_per_gpu
         return out
+
+    def v2_body(self) -> dict[str, Any]:
+        """The ``CreatePodRequest`` body of ``POST /v2/pods`` (field names from RunPod's OpenAPI document)."""
+        if self.cloud_type not in ("SECURE", "COMMUNITY"):
+            raise TrainpodError(f"REST v2 pods are SECURE or COMMUNITY, not {self.cloud_type!r}",
+                                "the plan expands ALL into one attempt per cloud")
+        gpu: dict[str, Any] = {"id": self.gpu_type_id, "count": self.gpu_count}
+        if self.min_cuda_version:
+            gpu["minCudaVersion"] = self.min_cuda_version
+        elif self.allowed_cuda_versions:
+            gpu["allowedCudaVersions"] = list(self.allowed_cuda_versions)
+        body: dict[str, Any] = {"name": self.name, "image": self.image, "cloud": self.cloud_type, "gpu": gpu,
+                                "disk": self.container_disk_gb, "env": dict(self.env)}
+        if self.docker_args:
+            body["args"] = self.docker_args
+        if self.ports:
+            body["ports"] = [p.strip() for p in self.ports.split(",") if p.strip()]
+        if self.volume_gb:
+            body["mounts"] = {"persistent": {"size": self.volume_gb, "path": self.volume_mount_path}}
+        if self.container_registry_auth_id:
+            body["registry"] = self.container_registry_auth_id
+        return body
 
     def document(self, secret_names: Sequence[str] = ()) -> str:
         """The deploy mutation; ``secret_names`` are shown as ``***`` (for ``--dry-run``)."""
@@ -255,7 +305,9 @@ _GPU_FIELDS = (
 
 # ----------------------------------------------------------------------------------------- interface
 class RunPodAPI(Protocol):
-    """What trainpod needs from RunPod. GraphQL today; REST v2 can implement the same."""
+    """What trainpod needs from RunPod: :class:`trainpod.backends.runpod_v2.V2Client` (REST v2, the supported
+    API) for on-demand pods and every read; :class:`GraphQLClient` (the legacy API, retired early 2027) for
+    spot pods, which v2 does not offer."""
 
     def gpu_types(self) -> list[GpuType]: ...
 
@@ -265,7 +317,8 @@ class RunPodAPI(Protocol):
     def pod(self, pod_id: str) -> Pod | None:
         """The pod, or None when RunPod does not know it (terminated long ago)."""
 
-    def pods(self) -> list[Pod]: ...
+    def pods(self, name_prefix: str | None = None) -> list[Pod]:
+        """The account's pods that are not terminated (``name_prefix``: only those whose name starts so)."""
 
     def stop(self, pod_id: str) -> None: ...
 
@@ -418,9 +471,10 @@ class GraphQLClient:
         raw = data.get("pod")
         return _pod(raw) if raw else None
 
-    def pods(self) -> list[Pod]:
+    def pods(self, name_prefix: str | None = None) -> list[Pod]:
         data = self._call("list pods", f"query Pods {{ myself {{ pods {{ {_POD_FIELDS} }} }} }}")
-        return [_pod(p) for p in (data.get("myself") or {}).get("pods") or []]
+        pods = [_pod(p) for p in (data.get("myself") or {}).get("pods") or []]
+        return [p for p in pods if name_prefix is None or p.name.startswith(name_prefix)]
 
     def stop(self, pod_id: str) -> None:
         doc = f"mutation {{ podStop(input: {gql_literal({'podId': pod_id})}) {{ id desiredStatus }} }}"
