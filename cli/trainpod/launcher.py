@@ -46,6 +46,8 @@ class Prepared:
     spec: RunSpec
     backend: Backend
     plan: LaunchPlan
+    previous: RunHandle | None = None  # the run a --resume continues
+    dataset_pin: dict[str, Any] | None = None  # set by pin_dataset(): recorded with the run at submit
 
 
 def launch_shape(cfg: TrainingConfig) -> LaunchShape:
@@ -134,7 +136,7 @@ def prepare(req: LaunchRequest) -> Prepared:
     )
     backend = get_backend(remote)
     plan = backend.plan(spec, settings)
-    return Prepared(settings, catalog, cfg, spec, backend, plan)
+    return Prepared(settings, catalog, cfg, spec, backend, plan, previous=previous)
 
 
 def finished_already(prep: Prepared, req: LaunchRequest) -> tuple[RunHandle, RunStatus] | None:
@@ -150,18 +152,67 @@ def finished_already(prep: Prepared, req: LaunchRequest) -> tuple[RunHandle, Run
     return (handle, status) if status.state == "succeeded" else None
 
 
+PIN_KEY = "dataset_pin"  # in the run record: {"uri", "sha256", "files": {path: sha256}} of the data it trains on
+_PIN_MAX_FILES = 10_000  # beyond this the record keeps only the digest (a refusal then cannot name the files)
+
+
 def pin_dataset(prep: Prepared) -> Prepared:
     """Record what data the run trains on (the dataset's manifest digest) and re-plan.
 
     Done at submit, not in the dry-run, because an s3:// dataset needs a request to read its manifest.
+    A resumed run keeps the pin it started with: if the data changed since, it is refused (exit 2) naming
+    the changed files, rather than resumed on other data.
     """
-    from trainpod.storage import dataset_manifest_digest
+    from trainpod.manifest import manifest_digest
+    from trainpod.storage import dataset_manifest, manifest_changes
 
     if prep.config is None:  # a custom job: its supervisor pulls the data itself
         return prep
-    digest = dataset_manifest_digest(prep.spec.storage.dataset, prep.settings)
+    uri = prep.spec.storage.dataset
+    manifest = dataset_manifest(uri, prep.settings)
+    digest = manifest_digest(manifest)
+    pin: dict[str, Any] = {"uri": uri, "sha256": digest}
+    if len(manifest["files"]) <= _PIN_MAX_FILES:
+        pin["files"] = {f["path"]: f["sha256"] for f in manifest["files"]}
+    if prep.previous is not None:
+        old = _previous_pin(prep.previous, prep.settings)
+        if old is not None and old["sha256"] != digest:
+            changed = manifest_changes(old["files"], manifest) if isinstance(old.get("files"), dict) else []
+            what = ("\n".join(f"  {c}" for c in changed) if changed
+                    else f"  its content digest is now {digest}, the run was pinned to {old['sha256']}")
+            moved = f" (the run was pinned to {old['uri']})" if old.get("uri") not in (None, uri) else ""
+            raise TrainpodError(
+                f"--resume {prep.previous.run_id}: dataset '{prep.config.dataset_name}' at {uri} changed since the "
+                f"run started{moved}; it would resume on other data:\n{what}",
+                f"a resumed run trains on the data it was pinned to: restore those files, or start a new run on "
+                f"the current data with `trainpod launch {prep.config.preset}` (without --resume)")
+        if old is not None:
+            pin = old  # the record keeps the pin it started with (and its file list)
     spec = prep.spec.model_copy(update={"dataset_manifest_sha256": digest})
-    return Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend, prep.backend.plan(spec, prep.settings))
+    return Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend,
+                    prep.backend.plan(spec, prep.settings), previous=prep.previous, dataset_pin=pin)
+
+
+def _previous_pin(handle: RunHandle, settings: Settings) -> dict[str, Any] | None:
+    """The pin a run started with: from its record, else (a run recorded before pins were kept there) the
+    ``dataset_manifest_sha256`` of the RunSpec in its output. None when neither is there."""
+    import json
+
+    from trainpod import storage
+
+    pin = handle.extra.get(PIN_KEY)
+    if isinstance(pin, dict) and isinstance(pin.get("sha256"), str):
+        return pin
+    root = str(handle.extra.get("host_output") or handle.output)
+    for name in ("run_spec.json", "run_spec.launch.json"):
+        try:
+            data = storage.read_bytes(storage.join_uri(root, name), settings)
+            digest = json.loads(data).get("dataset_manifest_sha256") if data else None
+        except (TrainpodError, ValueError, AttributeError, OSError):
+            continue
+        if isinstance(digest, str):
+            return {"sha256": digest}
+    return None
 
 
 def ensure_image(prep: Prepared, on_line: Callable[[str], None] | None = None) -> None:
@@ -217,7 +268,10 @@ def _ensure_job_image(prep: Prepared, on_line: Callable[[str], None] | None) -> 
 def submit(prep: Prepared, on_line: Callable[[str], None] | None = None) -> tuple[Prepared, RunHandle]:
     prep = pin_dataset(prep)
     ensure_image(prep, on_line)
-    return prep, prep.backend.submit(prep.plan, prep.settings)
+    handle = prep.backend.submit(prep.plan, prep.settings)
+    if prep.dataset_pin is not None:  # what a later --resume checks the data against
+        handle = RunRegistry(prep.settings.state_path).update(handle.run_id, **{PIN_KEY: prep.dataset_pin})
+    return prep, handle
 
 
 class Follow:

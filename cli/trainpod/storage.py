@@ -1021,29 +1021,43 @@ def list_uri(uri: str, settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-def dataset_manifest_digest(uri: str, settings: Settings | None = None) -> str:
-    """The content digest of a dataset (what the RunSpec records as ``dataset_manifest_sha256``).
+def dataset_manifest(uri: str, settings: Settings | None = None) -> dict[str, Any]:
+    """What a dataset holds: its manifest (files with size and sha256).
 
-    A pushed prefix has a manifest; a local directory or file without one is hashed on the spot.
+    A pushed prefix has a manifest; a local directory or file is hashed on the spot (through the hash cache).
+    A local directory's copied ``.trainpod/manifest.json`` (from ``data pull``) is not trusted: the files
+    may have been edited since, and the pin must describe the bytes a run reads.
     """
     if not is_s3(uri):
         p = Path(uri).expanduser()
         if p.is_file():
-            return manifest_digest(_manifest_of([Entry(p.name, p.stat().st_size, file_sha256(p))]))
+            return _manifest_of([Entry(p.name, p.stat().st_size, file_sha256(p))])
         if not p.is_dir():
             raise TrainpodError(f"dataset '{uri}' not found", "give a directory, a file, or s3://BUCKET/PREFIX")
-        saved = parse_manifest((p / PREFIX_MANIFEST).read_bytes()) if (p / PREFIX_MANIFEST).is_file() else None
-        if saved is not None:
-            return manifest_digest(saved)
         cache = HashCache(_settings(settings).state_dir)
         entries = _scan_local(p, cache, DEFAULT_WORKERS).values()
         cache.save()
-        return manifest_digest(_manifest_of(entries))
+        return _manifest_of(entries)
     manifest = read_prefix_manifest(open_store(uri, settings))
     if manifest is None:
         raise TrainpodError(f"{uri}: no dataset manifest ({PREFIX_MANIFEST})",
                             f"push the dataset with `trainpod data push DIR {uri}` so it is pinned")
-    return manifest_digest(manifest)
+    return manifest
+
+
+def dataset_manifest_digest(uri: str, settings: Settings | None = None) -> str:
+    """The content digest of a dataset (what the RunSpec records as ``dataset_manifest_sha256``)."""
+    return manifest_digest(dataset_manifest(uri, settings))
+
+
+def manifest_changes(pinned: dict[str, str], manifest: dict[str, Any]) -> list[str]:
+    """``path (modified|added|removed)`` for every file that differs between ``pinned`` ({path: sha256})
+    and ``manifest``; empty when they hold the same files with the same bytes."""
+    now = {f["path"]: f["sha256"] for f in manifest["files"]}
+    out = [f"{p} (modified)" for p in sorted(pinned) if p in now and now[p] != pinned[p]]
+    out += [f"{p} (added)" for p in sorted(now) if p not in pinned]
+    out += [f"{p} (removed)" for p in sorted(pinned) if p not in now]
+    return out
 
 
 # ======================================================================================= checkpoints
