@@ -52,15 +52,28 @@ def test_outputs_layout_and_metadata_fields(smoke_baseline):
     # keep_checkpoints = 2 of the checkpoints at steps 10 and 20 (the end writes final outputs instead)
     assert [s for s, _ in list_checkpoints(out / "checkpoints")] == [20, 10]
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["expert"] == "tiny"
+    assert meta["schema_version"] == 1
+    # the format of ../shared/metadata-format.md, which the tools indexing trained experts read
+    assert meta["expert"] == {"name": "Tiny (test model shipped with trainpod)", "role": "assembler",
+                              "group": "test", "specialization": meta["expert"]["specialization"], "id": "tiny"}
+    assert meta["expert"]["specialization"].startswith("smoke tests: a 2-layer Qwen2")
     assert meta["model"] == {"base": "builtin:tiny-qwen2", "finetune": "lora", "lora_rank": 4, "lora_alpha": 8}
     training = meta["training"]
     assert set(training) >= {"dataset", "num_samples", "num_epochs", "batch_size", "gradient_accumulation",
                              "learning_rate", "sequence_length", "duration_seconds", "duration_minutes"}
-    assert training["dataset"] == "sample" and training["num_samples"] > 100 and training["steps"] == SMOKE_STEPS
+    spec = json.loads((out / "run_spec.json").read_text())
+    assert training["dataset"] == spec["storage"]["dataset"] and training["dataset"].endswith("/data/sample")
+    assert training["dataset_name"] == "sample"
+    assert training["num_samples"] > 100 and training["steps"] == SMOKE_STEPS
     assert training["batch_size"] == 8 and training["sequence_length"] == 256 and training["learning_rate"] == 1e-2
+    assert training["gradient_accumulation"] == 1 and training["num_epochs"] == 1
     assert math.isclose(training["duration_minutes"], training["duration_seconds"] / 60, abs_tol=1e-3)
-    assert meta["hardware"] == {"name": "cpu", "device": "cpu", "fp16": False, "bf16": False}
+    assert training["duration_seconds"] > 0
+    assert meta["hardware"] == {"name": "Generic CPU (x86-64 / arm64)", "profile": "cpu", "device": "cpu",
+                                "fp16": False, "bf16": False}
+    from datetime import datetime
+
+    assert datetime.fromisoformat(meta["metadata"]["created"]).tzinfo is not None
     assert meta["metadata"]["git_commit"] == "0123abcd" and meta["metadata"]["created"]
     assert meta["run_id"] == "baseline-run" and meta["image"] == "trainpod:test"
     assert meta["dataset_manifest_sha256"] == "ab" * 32

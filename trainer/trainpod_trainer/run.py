@@ -50,6 +50,7 @@ log = logging.getLogger("trainpod_trainer")
 STATUS_FILE = "status.json"
 DONE_FILE = "DONE"
 METADATA_FILE = "metadata.json"
+METADATA_SCHEMA_VERSION = 1  # metadata.json's layout; bump when a key changes meaning or moves
 SPEC_FILE = "run_spec.json"
 METRICS_FILE = "metrics.jsonl"  # under logs/: one line per optimizer step (a resumed run appends)
 
@@ -277,14 +278,23 @@ class Run:
 
     # ------------------------------------------------------------------ outputs
     def metadata(self, state: ckpt.TrainerState, stats: Any, tokens_per_s: float) -> dict[str, Any]:
+        """metadata.json in the format the tools that index trained experts read (``metadata-format.md``:
+        ``expert``, ``model``, ``training``, ``hardware``, ``metadata``), plus trainpod's own keys."""
         cfg, spec = self.cfg, self.spec
         dur = state.elapsed_s
         return {
+            "schema_version": METADATA_SCHEMA_VERSION,
             "run_id": spec.run_id,
             "preset": cfg.preset,
             "image": spec.image,
             "trainpod_version": spec.trainpod_version,
-            "expert": cfg.expert_name,
+            "expert": {
+                "name": cfg.expert.display_name,
+                "role": cfg.expert.role,
+                "group": cfg.expert.group,
+                "specialization": cfg.expert.specialization,
+                "id": cfg.expert_name,  # the [experts.NAME] table
+            },
             "model": {
                 "base": cfg.expert.base_model,
                 "finetune": cfg.finetune,
@@ -292,7 +302,8 @@ class Run:
                 "lora_alpha": cfg.lora.lora_alpha if cfg.finetune == "lora" else None,
             },
             "training": {
-                "dataset": cfg.dataset_name,
+                "dataset": spec.storage.dataset,  # path or URI
+                "dataset_name": cfg.dataset_name,
                 "num_samples": stats.records,
                 "num_epochs": cfg.hyperparameters.num_epochs,
                 "steps": state.step,
@@ -307,7 +318,8 @@ class Run:
                 "duration_minutes": round(dur / 60, 3),
             },
             "hardware": {
-                "name": cfg.hardware_name,
+                "name": cfg.hardware.name,  # display name
+                "profile": cfg.hardware_name,  # the [hardware.NAME] table
                 "device": cfg.hardware.device,
                 "fp16": cfg.precision == "fp16",
                 "bf16": cfg.precision == "bf16",
