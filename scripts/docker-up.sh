@@ -9,7 +9,8 @@
 # Steps:
 #   1. apt-get install docker.io docker-registry debootstrap (only the missing ones)
 #   2. dockerd --bridge=none --iptables=false (no bridge networks; every build/container uses host networking)
-#   3. trainpod/base:bookworm = debootstrap minbase bookworm + python3, python3-venv, ca-certificates
+#   3. trainpod/base:bookworm = debootstrap minbase bookworm + python3, python3-venv, ca-certificates, from
+#      TRAINPOD_ENGINE_MIRROR or else the bookworm mirror in this machine's apt sources (`--print-mirror` shows it)
 #   4. docker-registry (distribution) on 127.0.0.1:$TRAINPOD_ENGINE_REGISTRY_PORT (default 5055)
 # Prints `DOCKER_HOST=... REGISTRY=... BASE_IMAGE=...` on its last line for callers to parse.
 set -euo pipefail
@@ -18,11 +19,60 @@ STATE_DIR="${TRAINPOD_ENGINE_STATE:-/var/lib/trainpod-engine}"
 SOCK="${TRAINPOD_ENGINE_SOCKET:-/var/run/docker.sock}"
 REGISTRY_PORT="${TRAINPOD_ENGINE_REGISTRY_PORT:-5055}"
 BASE_IMAGE="${TRAINPOD_ENGINE_BASE_IMAGE:-trainpod/base:bookworm}"
-MIRROR="${TRAINPOD_ENGINE_MIRROR:-http://deb.debian.org/debian}"
+# apt's configuration directory, read for the Debian mirror (override only to point at another tree)
+APT_DIR="${TRAINPOD_ENGINE_APT_DIR:-/etc/apt}"
 export DOCKER_HOST="unix://${SOCK}"
 
 log() { printf '[docker-up %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# The Debian mirror debootstrap fetches bookworm from: TRAINPOD_ENGINE_MIRROR, else the first enabled `deb`
+# source for suite `bookworm` in this machine's apt configuration (one-line sources.list / *.list files and
+# deb822 *.sources files, in apt's order), so the engine works behind a corporate mirror. No public host is
+# assumed: with neither, this fails and says what to set.
+apt_mirror() {
+    local f
+    for f in "$APT_DIR/sources.list" "$APT_DIR"/sources.list.d/*; do
+        [ -f "$f" ] || continue
+        case "$f" in
+            *.list)
+                awk '$1 == "deb" {
+                        i = 2
+                        if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                        if ($(i + 1) == "bookworm" && $i ~ /^(https?|ftp|file):/) { print $i; exit }
+                     }' "$f" ;;
+            *.sources)
+                awk 'BEGIN { RS = "" }
+                     {
+                        types = ""; uris = ""; suites = ""; enabled = "yes"; key = ""
+                        n = split($0, lines, "\n")
+                        for (j = 1; j <= n; j++) {
+                            line = lines[j]
+                            if (line ~ /^#/) continue
+                            if (match(line, /^[A-Za-z][A-Za-z0-9-]*:/)) {
+                                key = tolower(substr(line, 1, RLENGTH - 1)); val = substr(line, RLENGTH + 1)
+                            } else if (line ~ /^[ \t]/) { val = line } else continue
+                            if (key == "types") types = types " " val
+                            else if (key == "uris") uris = uris " " val
+                            else if (key == "suites") suites = suites " " val
+                            else if (key == "enabled") enabled = val
+                        }
+                        if (tolower(enabled) ~ /no/ || (types " ") !~ / deb[ \t]/ || (suites " ") !~ /[ \t]bookworm[ \t]/) next
+                        m = split(uris, u, /[ \t]+/)
+                        for (k = 1; k <= m; k++) if (u[k] ~ /^(https?|ftp|file):/) { print u[k]; exit }
+                     }' "$f" ;;
+        esac
+    done | head -n 1
+}
+debian_mirror() {
+    local m="${TRAINPOD_ENGINE_MIRROR:-$(apt_mirror)}"
+    [ -n "$m" ] || die "no Debian mirror for debootstrap: $APT_DIR/sources.list and $APT_DIR/sources.list.d/ hold no enabled 'deb' source for bookworm; set TRAINPOD_ENGINE_MIRROR to your Debian mirror's URL (the directory that holds dists/bookworm)"
+    echo "$m"
+}
+if [ "${1:-}" = "--print-mirror" ]; then  # what step 3 would use, without root or changes
+    debian_mirror
+    exit 0
+fi
 
 [ "$(id -u)" = 0 ] || die "must run as root (installs packages and starts dockerd)"
 mkdir -p "$STATE_DIR"
@@ -69,7 +119,8 @@ log "engine up: $(docker version --format 'server {{.Server.Version}}, storage {
 
 # --- 3. base image --------------------------------------------------------------------------------------------
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    log "bootstrapping $BASE_IMAGE with debootstrap (about a minute)"
+    MIRROR="$(debian_mirror)" || exit 1
+    log "bootstrapping $BASE_IMAGE with debootstrap from $MIRROR (about a minute)"
     rootfs="$(mktemp -d "$STATE_DIR/rootfs.XXXXXX")"
     trap 'rm -rf "$rootfs"' EXIT
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \

@@ -84,10 +84,23 @@ def merge_overrides(*layers: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+ENV_OVERRIDES = "TRAINPOD_TRAINING__* (environment or env profile)"
+
+
 def resolve_preset(catalog: Catalog, preset: str, settings_training: dict[str, Any],
-                   sets: tuple[str, ...] | list[str] = ()) -> TrainingConfig:
-    """Preset tables < TRAINPOD_TRAINING__* (env/profile) < --set flags."""
-    return catalog.resolve(preset, merge_overrides(settings_training, parse_sets(sets)))
+                   sets: tuple[str, ...] | list[str] = (), flags: dict[str, Any] | None = None) -> TrainingConfig:
+    """Preset tables < TRAINPOD_TRAINING__* (env/profile) < --set and other flags.
+
+    An error names the layer at fault: the environment's overrides are checked on their own first, so a
+    bad value given with ``--set`` is blamed on ``--set``, not on training.toml or the environment.
+    """
+    cli = merge_overrides(parse_sets(sets), flags or {})
+    if not cli:
+        return catalog.resolve(preset, settings_training, overrides_source=ENV_OVERRIDES)
+    if settings_training:
+        catalog.resolve(preset, settings_training, overrides_source=ENV_OVERRIDES)
+    source = "--set" if sets else "--max-runtime/--max-cost/--spot"
+    return catalog.resolve(preset, merge_overrides(settings_training, cli), overrides_source=source)
 
 
 def show_preset(preset: str, *, config: str | None = None, profile: str | None = None,
@@ -112,14 +125,24 @@ def show_preset(preset: str, *, config: str | None = None, profile: str | None =
     }
 
 
-def validate_presets(names: tuple[str, ...], *, all_: bool, config: str | None = None) -> list[tuple[str, str | None]]:
-    catalog = load_catalog(config)
+def validate_presets(names: tuple[str, ...], *, all_: bool, config: str | None = None, profile: str | None = None,
+                     sets: tuple[str, ...] = (), remote: str | None = None) -> list[tuple[str, str | None]]:
+    """Each preset resolved as ``launch`` would (settings, --set) and checked for ``remote`` (default: the
+    preset's own) on this machine: hardware the backend cannot run here, packages that are not installed."""
+    from trainpod import deps
+    from trainpod.settings import load_settings
+
+    settings = load_settings(profile, config=config)
+    catalog = load_catalog(settings.config)
     if all_ or not names:
         names = tuple(catalog.presets)
     results: list[tuple[str, str | None]] = []
     for name in names:
         try:
-            catalog.resolve(name)
+            cfg = resolve_preset(catalog, name, settings.training, sets)
+            target = remote or catalog.get("presets", name).remote
+            deps.check_preset(name, target, device=cfg.hardware.device, hardware_name=cfg.hardware_name,
+                              deepspeed=bool(cfg.deepspeed), uris=(cfg.dataset.path, settings.storage_uri))
             results.append((name, None))
         except TrainpodError as exc:
             results.append((name, exc.message + (f" (hint: {exc.hint})" if exc.hint else "")))

@@ -382,10 +382,11 @@ def _tarinfo(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
 # --------------------------------------------------------------------------------------------- engine
 def docker_client() -> Any:
     """A docker SDK client from the environment (``DOCKER_HOST``), with a clear error when there is no engine."""
-    try:
-        import docker
-    except ImportError:
-        raise TrainpodError("the docker SDK is not installed", "pip install 'trainpod[docker]'") from None
+    from trainpod import deps
+
+    deps.require("docker")
+    import docker
+
     try:
         client = docker.from_env(timeout=600)
         client.ping()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from trainpod import deps
 from trainpod.backends.base import LaunchPlan, Mount, RunHandle
 from trainpod.backends.docker import (
     DATA_TARGET,
@@ -146,6 +147,7 @@ def prepare_job(req: LaunchRequest, settings: Settings, catalog: Any, previous: 
         sync_uri = output_location(settings, run_id, remote)
     # on a pod the local dir is scratch space that vanishes: the run's output is its S3 mirror
     output = previous.output if previous else (sync_uri if remote == "runpod" and sync_uri else str(local_out))
+    deps.require(*deps.features_for(remote, uris=(job.data, output)), context=f"{req.preset} --remote {remote}")
     max_runtime = req.max_runtime_minutes or job.max_runtime_minutes
     spec_job = JobSpec(name=req.preset, hardware_name=job.hardware, hardware=hw, project_dir=job.project_dir,
                        command=job.command, requirements=job.requirements, launcher=job.launcher,

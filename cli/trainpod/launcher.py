@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainpod import deps
 from trainpod.backends.base import TERMINAL_STATES, Backend, LaunchPlan, RunHandle, RunStatus, get_backend
-from trainpod.catalog_views import merge_overrides, parse_sets
+from trainpod.catalog_views import resolve_preset
 from trainpod.config import Catalog, TrainingConfig, load_catalog
 from trainpod.errors import ConfigError, TrainpodError
 from trainpod.runs import RunRegistry
@@ -115,13 +116,15 @@ def prepare(req: LaunchRequest) -> Prepared:
         return prepare_job(req, settings, catalog, _resume_target(req, settings))
     preset = catalog.get("presets", req.preset)
     remote = req.remote or preset.remote
-    overrides = merge_overrides(settings.training, parse_sets(req.sets), _flag_overrides(req))
-    cfg = catalog.resolve(req.preset, overrides)
+    cfg = resolve_preset(catalog, req.preset, settings.training, req.sets, _flag_overrides(req))
     previous = _resume_target(req, settings)
     if previous is not None and previous.backend != remote:
         raise ConfigError(f"--resume {previous.run_id}: that run used --remote {previous.backend}, not {remote}",
                           f"relaunch with --remote {previous.backend}")
     run_id = previous.run_id if previous else new_run_id(req.preset)
+    output = previous.output if previous else output_location(settings, run_id, remote)
+    deps.check_preset(req.preset, remote, device=cfg.hardware.device, hardware_name=cfg.hardware_name,
+                      deepspeed=bool(cfg.deepspeed), uris=(cfg.dataset.path, output))
     spec = RunSpec(
         run_id=run_id,
         created=utcnow_iso(),
@@ -130,7 +133,7 @@ def prepare(req: LaunchRequest) -> Prepared:
         config=cfg,
         image=image_for(cfg, settings, remote),
         storage=StorageURIs(dataset=cfg.dataset.path,
-                            output=previous.output if previous else output_location(settings, run_id, remote)),
+                            output=output),
         launch=launch_shape(cfg),
         resume=True,
     )

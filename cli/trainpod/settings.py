@@ -193,7 +193,7 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
         up = key.upper()
         if not up.startswith("TRAINPOD_") or up in known or up in RUNTIME_VARS:
             continue
-        if up.startswith("TRAINPOD_TRAINING__"):
+        if up.startswith(("TRAINPOD_TRAINING__", "TRAINPOD_ENGINE_")):  # ENGINE_*: scripts/docker-up.sh's
             continue
         out.append(f"{key}{did_you_mean(up, known)}")
     return out

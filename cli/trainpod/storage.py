@@ -297,6 +297,9 @@ def s3_client(settings: Settings | None = None, *, workers: int = DEFAULT_WORKER
         client = _clients.get(cache_key)
         if client is not None:
             return client
+        from trainpod import deps
+
+        deps.require("s3")
         import boto3
         from botocore.config import Config
 

@@ -15,12 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trainpod.deps import wandb_requested
+
 log = logging.getLogger("trainpod_trainer")
-
-
-def wandb_requested(environ: dict[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return bool(env.get("WANDB_API_KEY") or env.get("WANDB_MODE")) and env.get("WANDB_MODE") != "disabled"
 
 
 class Trackers:

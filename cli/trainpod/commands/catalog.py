@@ -54,12 +54,17 @@ def show(obj: dict, preset: str, as_json: bool, sets: tuple[str, ...]) -> None:
 @click.command()
 @click.argument("presets", nargs=-1, shell_complete=_complete_preset)
 @click.option("--all", "all_", is_flag=True, help="Validate every preset.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a training key (repeatable).")
+@click.option("--remote", type=click.Choice(["local", "docker", "runpod"]), default=None,
+              help="Check for this backend (default: each preset's `remote`).")
 @click.pass_obj
-def validate(obj: dict, presets: tuple[str, ...], all_: bool) -> None:
-    """Validate presets: schema, references and hardware cross-checks. Exit 2 on the first problem set."""
+def validate(obj: dict, presets: tuple[str, ...], all_: bool, sets: tuple[str, ...], remote: str | None) -> None:
+    """Validate presets: schema, references, hardware cross-checks, and whether the backend can start them
+    from this machine (hardware, installed packages). Exit 2 on the first problem set."""
     from trainpod.catalog_views import validate_presets
 
-    results = validate_presets(presets, all_=all_, config=obj.get("config"))
+    results = validate_presets(presets, all_=all_, config=obj.get("config"), profile=obj.get("profile"),
+                               sets=sets, remote=remote)
     failed = 0
     for name, problem in results:
         if problem is None:

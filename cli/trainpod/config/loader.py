@@ -30,7 +30,7 @@ from trainpod.config.schema import (
     TrainingConfig,
     resolve_precision,
 )
-from trainpod.errors import ConfigError, available, did_you_mean
+from trainpod.errors import ConfigError, TrainpodError, available, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -179,11 +179,20 @@ class Catalog:
         }
         apply_overrides(base, preset.overrides, f"{where}.overrides")
         apply_overrides(base, overrides or {}, overrides_source)
-        base["precision"] = resolve_precision(base["precision"], Hardware.model_validate(base["hardware"]))
         try:
+            base["precision"] = resolve_precision(base["precision"], Hardware.model_validate(base["hardware"]))
             return TrainingConfig.model_validate(base)
         except ValidationError as exc:
+            if overrides and self._valid_alone(preset_name):  # the preset is fine: the overrides broke it
+                where = f"{overrides_source}: presets.{preset_name}"
             raise format_validation_error(exc, where, TrainingConfig) from None
+
+    def _valid_alone(self, preset_name: str) -> bool:
+        try:
+            self.resolve(preset_name)
+        except TrainpodError:
+            return False
+        return True
 
 
 _OVERRIDABLE_SECTIONS = ("hyperparameters", "lora", "hardware", "expert", "dataset")
