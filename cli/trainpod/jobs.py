@@ -362,8 +362,8 @@ class JobRunPodBackend(RunPodBackend):
     def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
         import shlex
 
+        from trainpod import credentials
         from trainpod.backends.runpod import (
-            POD_SECRETS,
             POD_SUPERVISOR,
             RUNPOD_CUDA_VERSIONS,
             _display_input,
@@ -391,11 +391,10 @@ class JobRunPodBackend(RunPodBackend):
         command = [*POD_SUPERVISOR, "python", *SUPERVISOR]
         env = {**hw.env, "TRAINPOD_RUN_SPEC": inner.to_json(), "PYTHONUNBUFFERED": "1",
                "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}"}
-        for name, var in (("s3_endpoint_url", "TRAINPOD_S3_ENDPOINT_URL"), ("aws_region", "AWS_REGION"),
-                          ("aws_access_key_id", "AWS_ACCESS_KEY_ID")):
+        for name, var in (("s3_endpoint_url", "TRAINPOD_S3_ENDPOINT_URL"), ("aws_region", "AWS_REGION")):
             if getattr(settings, name):
                 env[var] = getattr(settings, name)
-        secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
+        secret_names = credentials.pod_secret_names(spec, settings)  # S3: a run-scoped session minted at submit
         cloud = RunPodBackend._cloud_type(settings, hw.runpod_cloud_type)
         price = hw.price_per_gpu_hour
         request = PodRequest(name=pod_name(spec.run_id), image=spec.image, gpu_type_id=hw.runpod_gpu_type_id,
@@ -416,9 +415,11 @@ class JobRunPodBackend(RunPodBackend):
                          f"(max_runtime) = ${estimate:.2f}")
         elif price is not None and job.max_cost_usd:
             notes.append(f"duration capped by max_cost_usd: {job.max_cost_usd / (price * gpus):.2f} h")
+        notes.extend(f"WARNING: {w}" for w in credentials.warnings(spec, settings))
         return LaunchPlan(backend=self.name, run_id=spec.run_id, image=spec.image, command=command, env=env,
                           secret_env=secret_names, workdir=PROJECT_TARGET, gpus=hw.gpu_count, spec=spec,
                           estimated_cost_usd=estimate, notes=notes,
+                          credentials=credentials.describe(spec, settings),
                           provider_request={"api": "graphql", "mutation": request.mutation,
                                             "input": _display_input(request.graphql_input()),
                                             "graphql": request.document(secret_names),

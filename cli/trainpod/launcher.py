@@ -36,6 +36,7 @@ class LaunchRequest:
     max_cost_usd: float | None = None
     spot: bool | None = None
     output_dir: str | None = None
+    allow_long_lived_credentials: bool = False  # RunPod: send the user's own AWS keys when no STS can scope them
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,7 +109,8 @@ def image_for(cfg: TrainingConfig, settings: Settings, remote: str) -> str | Non
 
 def prepare(req: LaunchRequest) -> Prepared:
     """Resolve everything and plan, without side effects (what ``--dry-run`` shows)."""
-    settings = load_settings(req.profile, config=req.config, output_dir=req.output_dir)
+    settings = load_settings(req.profile, config=req.config, output_dir=req.output_dir,
+                             allow_long_lived_credentials=req.allow_long_lived_credentials or None)
     catalog = load_catalog(settings.config)
     if req.preset in catalog.jobs:  # [jobs.NAME]: the user's own command (trainpod.jobs)
         from trainpod.jobs import prepare_job

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
+from trainpod.credentials import stop_before_expiry
 from trainpod.errors import TrainpodError
 from trainpod.redact import install_log_redaction
 from trainpod.spec import SPEC_ENV, RunSpec, utcnow_iso
@@ -156,6 +157,9 @@ class Supervisor:
             self.terminate_pod("container restarted after the run ended")
             return code
         deadline = deadline_for(self.spec, self._cost_per_hr())
+        expiry = stop_before_expiry(os.environ, self.spec.stop_grace_seconds, time.time())
+        if expiry is not None and (deadline.seconds is None or expiry[0] < deadline.seconds):
+            deadline = Deadline(*expiry)  # the CLI renews the session with a new pod that resumes
         log.info("starting %s (watchdog: %s)", self.command[0], deadline.reason if deadline.seconds else "off")
         code = self._supervise(deadline)
         reason = self.stop_reason or ("finished" if code == 0 else f"child exited with {code}")

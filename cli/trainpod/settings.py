@@ -31,6 +31,7 @@ SECRET_FIELDS = (
     "hf_token",
     "wandb_api_key",
     "registry_password",
+    "registry_pull_password",
 )
 # TRAINPOD_* variables that are part of the container contract rather than settings.
 RUNTIME_VARS = {
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
     image_repository: str = "trainpod"
     registry_username: str | None = None
     registry_password: SecretStr | None = None
+    # what RunPod gets to pull a private image: a read-only token (README "Security model"), not the push login
+    registry_pull_username: str | None = None
+    registry_pull_password: SecretStr | None = None
     base_image: str | None = None
     # multi-node rendezvous (torchrun c10d): the address every node reaches node 0 at
     master_addr: str = "127.0.0.1"
@@ -86,6 +90,12 @@ class Settings(BaseSettings):
     aws_access_key_id: str | None = Field(default=None, validation_alias=_alias("AWS_ACCESS_KEY_ID"))
     aws_secret_access_key: SecretStr | None = Field(default=None, validation_alias=_alias("AWS_SECRET_ACCESS_KEY"))
     aws_session_token: SecretStr | None = Field(default=None, validation_alias=_alias("AWS_SESSION_TOKEN"))
+    # run-scoped S3 credentials for pods (trainpod.credentials): AssumeRole on this role, else GetFederationToken
+    sts_role_arn: str | None = None
+    sts_endpoint_url: str | None = Field(default=None, description="STS endpoint (default: the S3 endpoint)")
+    sts_max_session_seconds: int | None = Field(default=None, ge=900, description="cap on the session length")
+    allow_long_lived_credentials: bool = Field(
+        default=False, description="send the pod your own AWS keys when no STS can scope them (opt-in)")
     # RunPod
     runpod_api_key: SecretStr | None = Field(
         default=None, validation_alias=_alias("TRAINPOD_RUNPOD_API_KEY", "RUNPOD_API_KEY")

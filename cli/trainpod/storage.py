@@ -339,6 +339,10 @@ def _transfer_config() -> Any:
     )
 
 
+class S3CredentialsError(TrainpodError):
+    """S3 refused the credentials (expired, revoked, or outside their scope): retrying cannot help."""
+
+
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                "AuthorizationHeaderMalformed", "InvalidClientTokenId", "TokenRefreshRequired"}
 
@@ -368,13 +372,13 @@ def _translate(exc: BaseException, bucket: str, action: str) -> TrainpodError | 
                 "create it, fix the URI, or check TRAINPOD_S3_ENDPOINT_URL / AWS_ENDPOINT_URL and AWS_REGION",
             )
         if code in _AUTH_CODES:
-            return TrainpodError(
+            return S3CredentialsError(
                 f"{action} {where}: credentials rejected ({code})",
                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and that "
                 "AWS_ENDPOINT_URL points at the service that issued them",
             )
         if code in {"AccessDenied", "AllAccessDisabled", "403"} or status == 403:
-            return TrainpodError(
+            return S3CredentialsError(
                 f"{action} {where}: access denied",
                 f"the credentials in AWS_ACCESS_KEY_ID need s3:ListBucket/GetObject/PutObject/DeleteObject on '{bucket}'",
             )

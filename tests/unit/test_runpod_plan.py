@@ -57,12 +57,15 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
     assert inp["name"] == f"trainpod-{RUN_ID}-a0"
     assert inp["dockerArgs"] == "python -m trainpod.podside -- python -m trainpod_trainer"
     # secrets by name only, everywhere the plan is shown
-    assert plan.secret_env == ["AWS_SECRET_ACCESS_KEY"]
+    # S3: a run-scoped STS session minted at submit (trainpod.credentials), never the user's key id or secret
+    assert plan.secret_env == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                               "TRAINPOD_CREDENTIALS_EXPIRE_AT"]
     shown = json.dumps(plan.display())
     assert secret not in shown and secret not in plan.model_dump_json()
     assert plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
     assert {"key": "AWS_SECRET_ACCESS_KEY", "value": "***"} in inp["env"]
-    assert plan.env["AWS_REGION"] == "eu-west-1" and plan.env["AWS_ACCESS_KEY_ID"] == "AKIAEXAMPLE"
+    assert plan.env["AWS_REGION"] == "eu-west-1" and "AWS_ACCESS_KEY_ID" not in plan.env
+    assert "AKIAEXAMPLE" not in json.dumps(plan.display())
     assert "RUNPOD_API_KEY" not in plan.env and "RUNPOD_API_KEY" not in plan.secret_env
     assert RunSpec.from_json(plan.env["TRAINPOD_RUN_SPEC"]) == plan.spec
     # the GraphQL it would send: one mutation, valid, redacted, with the spec env masked for the snapshot
@@ -77,7 +80,8 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
         'ports: "", dockerArgs: "python -m trainpod.podside -- python -m trainpod_trainer", startSsh: false, '
         'supportPublicIp: false, env: [{key: "TRAINPOD_RUN_SPEC", value: <SPEC>}, {key: "TRAINPOD_STOP_GRACE_SECONDS", value: "60"}, '
         '{key: "PYTHONUNBUFFERED", value: "1"}, {key: "AWS_REGION", value: "eu-west-1"}, '
-        '{key: "AWS_ACCESS_KEY_ID", value: "AKIAEXAMPLE"}, {key: "AWS_SECRET_ACCESS_KEY", value: "***"}], '
+        '{key: "AWS_ACCESS_KEY_ID", value: "***"}, {key: "AWS_SECRET_ACCESS_KEY", value: "***"}, '
+        '{key: "AWS_SESSION_TOKEN", value: "***"}, {key: "TRAINPOD_CREDENTIALS_EXPIRE_AT", value: "***"}], '
         'allowedCudaVersions: ["12.8", "12.9"]}) '
         '{ id name desiredStatus imageName gpuCount costPerHr lastStatusChange runtime { uptimeInSeconds } } }'
     )
@@ -93,7 +97,8 @@ def test_dry_run_snapshot_oracle_rauru_a100():
     assert req["cuda_floor"] == "12.8" and req["allowed_cuda_versions"][0] == "12.8"
     assert plan.estimated_cost_usd == 7.16  # $1.79 x 1 x 4 h, under max_cost_usd 12
     assert req["input"]["containerDiskInGb"] == 60
-    assert plan.secret_env == []
+    assert plan.secret_env == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                               "TRAINPOD_CREDENTIALS_EXPIRE_AT"]
 
 
 def test_settings_cloud_type_overrides_profile_and_is_validated():

@@ -669,9 +669,11 @@ def _train(run: Run, dist: Dist) -> int:
                 mem_stop = exc
             # --max-runtime for every backend (RunPod's pod watchdog is the backstop): this launch's wall time
             late = bool(cfg.max_runtime_minutes) and time.monotonic() - run.started > cfg.max_runtime_minutes * 60
-            # one collective for the three stop reasons: any rank's reason stops all ranks at this step
-            mem_any, sig_any, late_any = (v > 0 for v in all_sum(dist, mem_stop is not None,
-                                                                run.stop_signal is not None, late))
+            # S3 refused the run's credentials (a pod's STS session expired): stop with a checkpoint kept locally
+            refused = run.sink.stop_reason() if dist.main else None
+            # one collective for the stop reasons: any rank's reason stops all ranks at this step
+            mem_any, sig_any, late_any, refused_any = (v > 0 for v in all_sum(
+                dist, mem_stop is not None, run.stop_signal is not None, late, refused is not None))
             if mem_any:
                 raise mem_stop or Stop(exitcodes.MEMORY, f"memory guard tripped on another rank at step {state.step}")
             if sig_any:
@@ -679,6 +681,9 @@ def _train(run: Run, dist: Dist) -> int:
             if late_any:
                 raise Stop(exitcodes.STOPPED, f"max_runtime_minutes = {cfg.max_runtime_minutes:g} reached "
                            f"at step {state.step}")
+            if refused_any:
+                raise Stop(exitcodes.STOPPED, f"{refused or 'S3 refused the run credentials on rank 0'} "
+                           f"(stopped at step {state.step}, local checkpoints in {run.checkpoints})")
             if stop_early:
                 break
     except Stop as stop:

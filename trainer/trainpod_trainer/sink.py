@@ -72,6 +72,10 @@ class Sink:
         """``output_dir`` holds the final artefacts, metadata.json and DONE; a remote sink ships DONE
         last, since its presence means "finished" to every reader."""
 
+    def stop_reason(self) -> str | None:
+        """Asked after every step: a reason to stop after a checkpoint (the destination refuses writes), or None."""
+        return None
+
     def close(self) -> None:
         """Every exit path (success, stop, crash): finish queued uploads within the grace period."""
 
@@ -101,6 +105,7 @@ class S3Sink(Sink):
         self._wake = threading.Event()  # ship now (a checkpoint was written) instead of at the next interval
         self._shipper: threading.Thread | None = None
         self._ship_lock = threading.Lock()
+        self._refused: Exception | None = None  # S3 refused the credentials (expired/out of scope)
 
     def start(self, output: Path) -> bool:
         from trainpod import storage
@@ -169,6 +174,18 @@ class S3Sink(Sink):
         self.finished = True
         log.info("outputs uploaded to %s (DONE last)", self.spec.storage.output)
 
+    def stop_reason(self) -> str | None:
+        """Why training must stop now, or None: S3 refused the run's credentials (a pod's STS session expired
+        or lacks a right), so nothing more can be shipped; the trainer stops after a checkpoint it keeps locally."""
+        from trainpod.storage import S3CredentialsError
+
+        refused = self._refused or next((e for e in (self.uploader.errors if self.uploader else [])
+                                         if isinstance(e, S3CredentialsError)), None)
+        if refused is None:
+            return None
+        return (f"S3 refused the run's credentials ({refused}); the newest complete checkpoint in S3 is kept "
+                "and the local checkpoints stay in the work directory")
+
     def close(self) -> None:
         if self.uploader is None or self.finished:
             return
@@ -205,8 +222,14 @@ class S3Sink(Sink):
 
         assert self.output is not None
         with self._ship_lock:
-            ship_changed(self.store, self.output, LIVE_FILES, self._shipped, on_error=lambda rel, exc: log.warning(
-                "could not upload %s: %s (retrying at the next interval)", rel, exc))
+            ship_changed(self.store, self.output, LIVE_FILES, self._shipped, on_error=self._ship_error)
+
+    def _ship_error(self, rel: str, exc: Exception) -> None:
+        from trainpod.storage import S3CredentialsError
+
+        if isinstance(exc, S3CredentialsError):
+            self._refused = self._refused or exc
+        log.warning("could not upload %s: %s (retrying at the next interval)", rel, exc)
 
 
 def sink_for(spec: RunSpec) -> Sink:

@@ -46,6 +46,8 @@ class LaunchPlan(BaseModel):
     provider_request: dict[str, Any] = Field(default_factory=dict)
     estimated_cost_usd: float | None = None
     notes: list[str] = Field(default_factory=list)
+    # what a remote pod receives, by name and scope (never values): [{name, kind, scope, expires}]
+    credentials: list[dict[str, Any]] = Field(default_factory=list)
     spec: RunSpec
 
     def display(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from trainpod import credentials
 from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
 from trainpod.backends.runpod_api import CloudType, PodRequest
 from trainpod.config.schema import TrainingConfig
@@ -55,10 +56,9 @@ def pod_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
 POD_NAME_PREFIX = "trainpod-"
 VOLUME_MOUNT = "/workspace"
 
-# Secrets the pod may need, by the env name it reads → the settings field that holds the value.
+# Secrets the pod may need besides its S3 session (trainpod.credentials decides which it gets), by the env
+# name it reads → the settings field that holds the value.
 POD_SECRETS = {
-    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
-    "AWS_SESSION_TOKEN": "aws_session_token",
     "HF_TOKEN": "hf_token",
     "WANDB_API_KEY": "wandb_api_key",
 }
@@ -206,7 +206,8 @@ class RunPodBackend:
 
         command, launch_env = pod_command(spec)
         env = {**self._env(spec, settings), **launch_env}
-        secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
+        secret_names = credentials.pod_secret_names(spec, settings)
+        notes.extend(f"WARNING: {w}" for w in credentials.warnings(spec, settings))
         request = PodRequest(
             name=pod_name(spec.run_id),
             image=spec.image,
@@ -255,6 +256,7 @@ class RunPodBackend:
             provider_request=provider_request,
             estimated_cost_usd=estimate,
             notes=notes,
+            credentials=credentials.describe(spec, settings),
             spec=spec,
         )
 
@@ -304,9 +306,7 @@ class RunPodBackend:
             env["TRAINPOD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
         if settings.aws_region:
             env["AWS_REGION"] = settings.aws_region
-        if settings.aws_access_key_id:
-            env["AWS_ACCESS_KEY_ID"] = settings.aws_access_key_id
-        return env
+        return env  # S3 credentials: trainpod.credentials (a run-scoped STS session, minted at submit)
 
     # ------------------------------------------------------------------ submit
     start_timeout_s = 600.0  # a pod that has not started by then is terminated; the next fallback is tried
@@ -370,11 +370,9 @@ class RunPodBackend:
         spec, req = plan.spec, plan.provider_request
         registry = RunRegistry(settings.state_path)
         offered = {g.id: g for g in api.gpu_types()}
-        env = dict(plan.env)
+        env = {**plan.env, **pod_secret_env(plan, settings)}  # mints the run's S3 session (each rent: renewal)
         for name in plan.secret_env:
-            secret = getattr(settings, POD_SECRETS[name])
-            env[name] = secret.get_secret_value()
-            register_secret(env[name])
+            register_secret(env.get(name))
         auth_id = self._registry_auth(api, settings)
         tried: list[str] = []
         for attempt, choice in enumerate(req["attempts"], start=first_attempt):
@@ -431,11 +429,14 @@ class RunPodBackend:
 
     @staticmethod
     def _registry_auth(api: Any, settings: Settings) -> str | None:
-        """Registry credentials for a private image, stored at RunPod (None for a public image)."""
-        if not (settings.registry_username and settings.registry_password):
+        """Registry credentials for a private image, stored at RunPod (None for a public image): the pull-only
+        token (TRAINPOD_REGISTRY_PULL_*) when configured, else the push login (the plan warns)."""
+        auth = credentials.registry_secret(settings)
+        if auth is None:
             return None
-        name = f"trainpod-{settings.registry or 'registry'}-{settings.registry_username}"
-        return api.save_registry_auth(name, settings.registry_username, settings.registry_password)
+        user, password = auth
+        name = f"trainpod-{settings.registry or 'registry'}-{user}"
+        return api.save_registry_auth(name, user, password)
 
     # ------------------------------------------------------------------ observe
     def status(self, handle: RunHandle) -> RunStatus:
@@ -465,6 +466,8 @@ class RunPodBackend:
             state = "cancelled" if handle.extra.get("cancelled") else "failed"
             if handle.extra.get("spot") and code == _STOPPED and reason.startswith("received SIG"):
                 state = "preempted"  # RunPod stops a reclaimed spot pod with SIGTERM; the trainer checkpointed
+            if code == _STOPPED and credentials.EXPIRY_REASON in reason:
+                state = "preempted"  # stopped with a checkpoint before its S3 session expired: relaunch = renew
             return RunStatus(state=state, detail=reason, exit_code=code, **common)
         if pod is None or pod.desired_status == "TERMINATED":
             if handle.extra.get("cancelled"):
@@ -634,6 +637,18 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
             done = True
         items.append(SweepItem(pod.id, pod.name, run_id, verdict, reason, done))
     return items
+
+
+def pod_secret_env(plan: LaunchPlan, settings: Settings) -> dict[str, str]:
+    """The secret env values of ``plan``'s pod, at the last moment: a freshly minted run-scoped S3 session
+    (trainpod.credentials; the user's own keys only with --allow-long-lived-credentials), and the other
+    secrets the plan names (HF_TOKEN only for a gated base model)."""
+    env = credentials.pod_s3_env(plan.spec, settings)
+    for name, field in POD_SECRETS.items():
+        value = getattr(settings, field)
+        if name in plan.secret_env and value is not None:
+            env[name] = value.get_secret_value()
+    return env
 
 
 def _resume_hint(handle: RunHandle) -> str:

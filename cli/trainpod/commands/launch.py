@@ -26,10 +26,12 @@ from trainpod.commands.catalog import _complete_preset
 @click.option("--spot/--on-demand", default=None, help="RunPod: interruptible pods, relaunched on preemption.")
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Local output root (default ./runs).")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print only the plan as JSON.")
+@click.option("--allow-long-lived-credentials", "long_lived", is_flag=True,
+              help="RunPod: send the pod your own AWS keys when the S3 endpoint has no STS (default: refuse).")
 @click.pass_obj
 def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bool, resume: str | None,
            sets: tuple[str, ...], max_runtime: float | None, max_cost: float | None, spot: bool | None,
-           output_dir: str | None, as_json: bool) -> None:
+           output_dir: str | None, as_json: bool, long_lived: bool) -> None:
     """Launch PRESET (or a [jobs.NAME] custom job). Without --dry-run, follows the run's log and exits with
     the trainer's exit code."""
     from trainpod import launcher
@@ -38,12 +40,17 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
     req = launcher.LaunchRequest(
         preset=preset, remote=remote, dry_run=dry_run, detach=detach, resume=resume, sets=sets,
         config=obj.get("config"), profile=obj.get("profile"), max_runtime_minutes=max_runtime,
-        max_cost_usd=max_cost, spot=spot, output_dir=output_dir,
+        max_cost_usd=max_cost, spot=spot, output_dir=output_dir, allow_long_lived_credentials=long_lived,
     )
     prep = launcher.prepare(req)
     if dry_run:
         emit_json(prep.plan.display())
         if not as_json:
+            grouped: dict[tuple[str, str], list[str]] = {}  # by name and scope, never values
+            for cred in prep.plan.credentials:
+                grouped.setdefault((cred["scope"], cred.get("expires") or ""), []).append(cred["name"])
+            for (scope, expires), names in grouped.items():
+                click.echo(f"# pod receives {', '.join(names)}: {scope}{f' (expires {expires})' if expires else ''}")
             line = getattr(prep.backend, "command_line", None)
             if line is not None:
                 click.echo("\n# equivalent command:\n" + line(prep.plan), err=False)

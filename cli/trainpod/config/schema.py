@@ -102,6 +102,8 @@ class Expert(Strict):
     role: str = ""
     group: str = ""
     base_model: str = Field(min_length=1)
+    # the hub model is gated or private: a remote pod then receives HF_TOKEN (and only then)
+    gated: bool = False
     context_window: int = Field(ge=16)
     specialization: str = ""
     prompt_template: str = "### Instruction:\n{instruction}\n{input_section}\n### Response:\n{output}"
