@@ -42,7 +42,10 @@ def test_submit_rents_the_pod_with_secrets_filled_in_and_records_the_run(backend
     assert "AWS_SECRET_ACCESS_KEY" in plan.secret_env and plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
     handle = backend.submit(plan, settings)
     pod = fake_runpod.pods[handle.provider_id]
-    assert pod.env["AWS_SECRET_ACCESS_KEY"] == settings.aws_secret_access_key.get_secret_value()
+    # S3: an STS session minted at submit (moto's STS), never the user's own secret key
+    assert pod.env["AWS_SECRET_ACCESS_KEY"] and pod.env["AWS_SESSION_TOKEN"]
+    assert settings.aws_secret_access_key.get_secret_value() not in json.dumps(pod.env)
+    assert float(pod.env["TRAINPOD_CREDENTIALS_EXPIRE_AT"]) > 0
     assert RunSpec.from_json(pod.env["TRAINPOD_RUN_SPEC"]) == plan.spec
     assert pod.gpu_type_id == "NVIDIA GeForce RTX 4090" and pod.cloud_type == "COMMUNITY"
     assert pod.request["allowedCudaVersions"][0] == "12.8" and pod.name.endswith("-a0")
