@@ -29,8 +29,15 @@ def _check_env_keys(env: dict[str, str]) -> None:
             raise ValueError(f"env key {key!r} is not a valid environment variable name")
 
 
+DEFAULT_CUDA_VERSION = "12.8"  # the torch wheels trainpod pins are built for CUDA 12.8+
+
+
 class Hardware(Strict):
-    """``[hardware.NAME]``: what a machine (or cloud GPU shape) can do, and how to package for it."""
+    """``[hardware.NAME]``: what a machine (or cloud GPU shape) can do, and how to package for it.
+
+    Profiles in the format users bring (``config-format.md``) name no GPU count or image: a ``cuda``
+    profile then means one GPU in the CUDA image, an ``mps`` one runs outside containers (image "none").
+    """
 
     name: str
     device: Device
@@ -66,6 +73,21 @@ class Hardware(Strict):
     # hardware that exists but cannot run (yet)
     supported: bool = True
     unsupported_reason: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _device_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        device = data.get("device")
+        if "gpu_count" not in data:
+            data["gpu_count"] = 1 if device == "cuda" else 0
+        if "image" not in data and device in ("cuda", "mps"):
+            data["image"] = "cuda" if device == "cuda" else "none"
+            if device == "cuda":
+                data.setdefault("cuda_version", DEFAULT_CUDA_VERSION)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Hardware:
@@ -155,10 +177,19 @@ class Hyperparameters(Strict):
     seed: int = 42
 
 
+# the users' format (config-format.md) names the split files train_split/val_split/test_split
+_SPLIT_ALIASES = {"train_split": "train", "val_split": "val", "test_split": "test"}
+
+
 class Dataset(Strict):
-    """``[datasets.NAME]``: where the data is and how to read it."""
+    """``[datasets.NAME]``: where the data is and how to read it.
+
+    ``train_split`` / ``val_split`` / ``test_split`` (the users' format) are accepted for ``train`` / ``val`` /
+    ``test``; a split named without an extension (``"train"``) is the file ``train.jsonl``.
+    """
 
     path: str = Field(min_length=1, description="directory: local path (relative to the TOML file) or s3://bucket/prefix")
+    description: str = ""
     train: str = "train.jsonl"
     val: str | None = "val.jsonl"
     test: str | None = "test.jsonl"
@@ -166,6 +197,30 @@ class Dataset(Strict):
     on_bad_line: Literal["error", "skip"] = "error"
     quality_threshold: float | None = Field(default=None, ge=0, le=1)
     domains: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for alias, key in _SPLIT_ALIASES.items():
+            if alias not in data:
+                continue
+            value = data.pop(alias)
+            if key in data and data[key] != value:
+                raise ValueError(f"{alias} = {value!r} and {key} = {data[key]!r} name the same split: keep one")
+            data[key] = value
+        return data
+
+    @field_validator("train", "val", "test")
+    @classmethod
+    def _split_file(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip() or v.startswith("/") or ".." in v.split("/"):
+            raise ValueError(f"{v!r}: a split is a file name inside the dataset's path, e.g. 'train.jsonl'")
+        return v if "." in v.rsplit("/", 1)[-1] else f"{v}.jsonl"
 
     @field_validator("path")
     @classmethod
