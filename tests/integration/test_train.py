@@ -81,6 +81,8 @@ def test_outputs_layout_and_metadata_fields(smoke_baseline):
     assert 0 < meta["best_val_loss"] < 10 and 0 < meta["final_val_loss"] < 10
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "succeeded" and status["step"] == SMOKE_STEPS and status["exit_code"] == 0
+    # how long it trained, for `runs status` of a finished run (docker reads it from here)
+    assert status["elapsed_s"] == pytest.approx(training["duration_seconds"], abs=0.06)
 
 
 def test_secrets_never_written(smoke_baseline):

@@ -138,7 +138,8 @@ def setup_logging(output: Path | None) -> None:
 
 
 def write_status(output: Path, **fields: Any) -> None:
-    """Atomically replace status.json: any backend reads progress from it."""
+    """Atomically replace status.json: any backend reads progress from it (``elapsed_s``: seconds of training
+    so far, over every attempt of the run; a finished run's stays what it ran)."""
     data = {"updated": utcnow_iso(), **fields}
     atomic_write_bytes(output / STATUS_FILE, json.dumps(data, indent=1).encode())
 
@@ -550,7 +551,8 @@ def _train(run: Run, dist: Dist) -> int:
         barrier(dist)
 
     if dist.main:
-        write_status(out, state="running", step=state.step, max_steps=total, loss=None, run_id=spec.run_id)
+        write_status(out, state="running", step=state.step, max_steps=total, loss=None, run_id=spec.run_id,
+                     elapsed_s=round(state.elapsed_s, 1))
     log.info("training: %d steps, effective batch %d (batch %d x accumulation %d x world %d), lr %g %s, warmup %d",
              total, cfg.batch_size * ga * dist.world, cfg.batch_size, ga, dist.world, hp.learning_rate,
              hp.lr_scheduler, hp.warmup_steps)
@@ -623,6 +625,7 @@ def _train(run: Run, dist: Dist) -> int:
                     log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f mem %.0f MB",
                              state.step, total, step_loss, lr, grad_norm, tokens_per_s, run.peak_mem_mb)
                     write_status(out, state="running", step=state.step, max_steps=total, loss=step_loss,
+                                 elapsed_s=round(state.elapsed_s, 1),
                                  lr=lr, tokens_per_s=round(tokens_per_s, 1), epoch=state.epoch, run_id=spec.run_id)
             elif is_tty:
                 sys.stderr.write(f"\r\033[Kstep {state.step}/{total} loss {step_loss:.4f}")
@@ -695,6 +698,7 @@ def _train(run: Run, dist: Dist) -> int:
             where = f"complete checkpoint at step {state.step}" if state.step else "no checkpoint (step 0)"
             log.error("%s; %s; resume with `trainpod launch %s --resume %s`", reason, where, cfg.preset, spec.run_id)
             write_status(out, state="stopped", step=state.step, max_steps=total, exit_code=code,
+                         elapsed_s=round(state.elapsed_s, 1),
                          reason=redact_text(reason), run_id=spec.run_id)
         return code
 
@@ -709,7 +713,7 @@ def _train(run: Run, dist: Dist) -> int:
         tokenizer.save_pretrained(str(out))
         meta = run.metadata(state, stats, tokens_per_s)
         atomic_write_bytes(out / METADATA_FILE, json.dumps(meta, indent=2).encode())
-        write_status(out, state="succeeded", step=state.step, max_steps=total,
+        write_status(out, state="succeeded", step=state.step, max_steps=total, elapsed_s=round(state.elapsed_s, 1),
                      loss=state.last_loss, val_loss=state.last_val_loss,
                      exit_code=exitcodes.OK, run_id=spec.run_id)
         atomic_write_bytes(out / DONE_FILE, json.dumps({"run_id": spec.run_id, "step": state.step,
