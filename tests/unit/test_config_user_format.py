@@ -118,3 +118,25 @@ image = "cpu"
                            'max_sequence_length=64\ngpu_count=0\n')
     with pytest.raises(ConfigError, match="needs gpu_count >= 1"):  # an explicit 0 GPUs on cuda is still wrong
         load_catalog(bad, use_cwd=False)
+
+
+def test_every_accepted_lr_scheduler_builds(tmp_path):
+    """The users' format hands lr_scheduler to transformers: each name the schema accepts must build there."""
+    import typing
+
+    import torch
+
+    from trainpod.config.schema import Hyperparameters
+    from trainpod_trainer.run import make_scheduler
+
+    names = typing.get_args(Hyperparameters.model_fields["lr_scheduler"].annotation)
+    assert {"cosine_with_restarts", "polynomial", "inverse_sqrt"} <= set(names)
+    for name in names:
+        p = _write(tmp_path, f'[hyperparameters.h]\nnum_epochs = 1\nlr_scheduler = "{name}"\n')
+        assert load_catalog(p, use_cwd=False).hyperparameters["h"].lr_scheduler == name
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = make_scheduler(opt, name, warmup=2, total=10)
+        for _ in range(10):
+            opt.step()
+            sched.step()
+        assert 0 <= sched.get_last_lr()[0] <= 0.1, name

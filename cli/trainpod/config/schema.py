@@ -167,7 +167,9 @@ class Hyperparameters(Strict):
     learning_rate: float = Field(default=2e-4, gt=0, lt=1)
     warmup_steps: int = Field(default=0, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    # transformers' scheduler names that need no extra arguments (what the users' format passes on to it)
+    lr_scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                          "constant_with_warmup", "inverse_sqrt"] = "cosine"
     max_grad_norm: float = Field(default=1.0, gt=0)
     eval_steps: int = Field(default=50, ge=1)
     save_steps: int = Field(default=100, ge=1)
