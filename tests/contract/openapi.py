@@ -174,7 +174,8 @@ class Contract:
 
     def response_spec(self, op: Operation, status: int) -> dict[str, Any] | None:
         responses = op.spec["responses"]
-        spec = responses.get(str(status)) or responses.get("default")
+        # a documented status may be an empty object once its prose is stripped (e.g. deleteCluster's 204)
+        spec = responses[str(status)] if str(status) in responses else responses.get("default")
         return self._resolve(spec) if spec is not None else None
 
     def response_errors(self, op: Operation, status: int, headers: dict[str, str], body: bytes) -> list[str]:

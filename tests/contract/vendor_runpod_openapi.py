@@ -29,6 +29,9 @@ OPERATIONS = {
     "/v2/registries/{id}": ["delete"],
     "/v2/catalog/gpus": ["get"],
     "/v2/billing/pods": ["get"],
+    "/v2/clusters": ["get", "post"],
+    "/v2/clusters/{id}": ["get", "delete"],
+    "/v2/clusters/{id}/pods": ["get"],
 }
 PROSE = {"description", "summary", "example", "examples", "x-codeSamples", "tags", "x-enum-varnames"}
 

@@ -156,6 +156,9 @@ class FakePod:
     logs: list[dict[str, str]] = field(default_factory=list)  # {ts, source, line}
     log_lock: Any = field(default_factory=threading.Lock)
     terminate_after: str | None = None  # GraphQL's provider-side deadline, as received
+    cluster_id: str | None = None  # a member of this fake cluster (tests.fakes.runpod_v2.FakeCluster)
+    node_rank: int | None = None
+    cluster_env: dict[str, str] = field(default_factory=dict)  # PRIMARY_ADDR, NODE_RANK, ... (RunPod injects)
 
     def log(self, source: str, line: str) -> None:
         """Append one log line (container output or a system event) with a unique, increasing ts."""
@@ -367,11 +370,14 @@ class FakeRunPod:
         self.pull_errors: set[str] = set()  # images whose pull fails: the pod goes ERROR, the system log says why
         self.balance = 100.0  # <= 0: creates are refused with 402
         self.pod_key_v2 = True  # whether a pod-scoped key may act on its own pod through v2 (unverified)
+        self.pod_key_cluster = True  # whether it may read/delete its own cluster through v2 (unverified)
         self.pod_key_graphql_terminate = True  # whether it may podTerminate its own pod through GraphQL
         self.sse_max_s = 10.0  # the fake ends a log stream after this long (clients resume with Last-Event-ID)
         self.restart_on_exit = True  # RunPod restarts a container whose command exits
         self.base_url_for_pods = base_url_for_pods
         self.lock = threading.RLock()
+        self.clusters: dict[str, Any] = {}  # id -> tests.fakes.runpod_v2.FakeCluster
+        self.never_start_ranks: set[int] = set()  # cluster nodes of these ranks stay PROVISIONING
 
     # ------------------------------------------------------------------ test controls
     def inject(self, kind: str, op: str | None = None, **kw: Any) -> Fault:
@@ -395,6 +401,16 @@ class FakeRunPod:
             pod.log("system", "pod preempted: the host reclaimed the machine")
             self._halt(pod, "EXITED")
 
+    def kill_container(self, pod_id: str) -> None:
+        """SIGKILL a pod's container (the node's process dies; the pod itself stays, as when a host crashes
+        the workload): the exit is seen by ``refresh`` like any other container exit."""
+        with self.lock:
+            handle = self.pods[pod_id].handle
+        if handle is not None and hasattr(handle, "kill"):
+            handle.kill()
+        elif handle is not None and hasattr(handle, "send_signal"):
+            os.killpg(handle.pid, signal.SIGKILL)
+
     def live_pods(self) -> list[FakePod]:
         with self.lock:
             self.refresh()
@@ -405,7 +421,7 @@ class FakeRunPod:
         with self.lock:
             for pod in self.pods.values():
                 if pod.status in ("PROVISIONING", "STARTING"):
-                    if not self.never_start:
+                    if not self.never_start and pod.node_rank not in self.never_start_ranks:
                         self._boot(pod)
                     continue
                 if pod.status != "RUNNING" or pod.started_at is None:
@@ -460,7 +476,7 @@ class FakeRunPod:
 
     # ------------------------------------------------------------------ resolvers
     def _start(self, pod: FakePod) -> None:
-        env = {**pod.env, "RUNPOD_POD_ID": pod.id, "RUNPOD_API_KEY": pod.api_key,
+        env = {**pod.env, **pod.cluster_env, "RUNPOD_POD_ID": pod.id, "RUNPOD_API_KEY": pod.api_key,
                "RUNPOD_GPU_COUNT": str(pod.gpu_count)}
         if self.base_url_for_pods:
             env["RUNPOD_API_BASE_URL"] = self.base_url_for_pods

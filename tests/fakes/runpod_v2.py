@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 CAPACITY_DETAIL = ("There are no longer any instances available with the requested specifications. "
                    "Please refresh and try again.")
 POD_OPS = {"getPod", "deletePod", "podAction", "getPodLogs"}  # what a pod-scoped key may do (own pod only)
+CLUSTER_OPS = {"getCluster", "deleteCluster", "listClusterPods"}  # ... and on its own cluster (an assumption)
 ACTIONS = {"RUNNING": ["stop", "restart", "terminate"], "EXITED": ["start", "terminate"],
            "ERROR": ["start", "terminate"], "PROVISIONING": ["stop", "terminate"],
            "STARTING": ["stop", "terminate"], "TERMINATED": []}
@@ -100,7 +103,13 @@ def handle(handler: Any, method: str) -> None:
                                  headers={"Retry-After": str(int(fault.seconds))})
         elif fault.kind in ("problem", "error"):
             return _send_problem(handler, op, fault.status, fault.message)
-    if scope is not None:
+    if scope is not None and op_id in CLUSTER_OPS:
+        own = fake.pods.get(scope)
+        if not fake.pod_key_cluster or own is None or own.cluster_id is None:
+            return _send_problem(handler, op, 403, "this API key is scoped to a pod and may not do this")
+        if op.path_params.get("id") != own.cluster_id:
+            return _send_problem(handler, op, 404, f"cluster {op.path_params.get('id')} not found")
+    elif scope is not None:
         if op_id not in POD_OPS or not fake.pod_key_v2:
             return _send_problem(handler, op, 403, "this API key is scoped to a pod and may not do this")
         if op.path_params.get("id") != scope:
@@ -165,6 +174,8 @@ def pod_view(fake: Any, pod: Any) -> dict[str, Any]:
         "locked": False, "globalNetworking": {"enabled": False},
         "runtime": {"uptime": int(time.time() - pod.started_at), "ports": []} if running else None,
         "createdAt": created, "startedAt": started,
+        **({"cluster": {"id": pod.cluster_id, "rank": pod.node_rank, "ip": pod.cluster_env["NODE_ADDR"]}}
+           if pod.cluster_id else {}),
     }
 
 
@@ -236,11 +247,20 @@ def get_pod(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[int,
 
 def list_pods(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[int, Any]:
     fake.refresh()
-    return 200, {"pods": [pod_view(fake, p) for p in fake.pods.values() if p.status != "TERMINATED"]}
+    members = (query.get("includeClusterPods") or ["false"])[-1] == "true"
+    return 200, {"pods": [pod_view(fake, p) for p in fake.pods.values() if p.status != "TERMINATED"
+                          and (members or p.cluster_id is None)]}
+
+
+def _not_a_member(pod: Any) -> None:
+    if pod.cluster_id is not None:
+        raise Answer(400, f"pod {pod.id} is a member of cluster {pod.cluster_id}: manage it through "
+                          f"/v2/clusters/{pod.cluster_id}")
 
 
 def delete_pod(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[int, Any]:
     pod = _find(fake, op.path_params["id"])
+    _not_a_member(pod)
     fake._halt(pod, "TERMINATED")
     pod.terminated_by = "account" if scope is None else "pod"
     pod.log("system", "pod terminated")
@@ -250,6 +270,7 @@ def delete_pod(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[i
 
 def pod_action(fake: Any, op: Any, query: Any, body: dict[str, Any], scope: Any) -> tuple[int, Any]:
     pod = _find(fake, op.path_params["id"])
+    _not_a_member(pod)
     action = body["action"]
     if action not in ACTIONS[pod.status]:
         raise Answer(409, f"action {action} is not valid for a pod that is {pod.status}")
@@ -350,10 +371,130 @@ def list_pod_billing(fake: Any, op: Any, query: dict[str, list[str]], body: Any,
         "recordCount": len(records), "uniquePodCount": len({r["podId"] for r in records}), "totals": totals}}
 
 
+# ----------------------------------------------------------------------------------------- clusters
+@dataclass
+class FakeCluster:
+    """An Instant Cluster: ``podCount`` identical pods on one private network. Here every node is a container
+    on the local engine with host networking, so the "private network" is loopback: every node's
+    ``PRIMARY_ADDR``/``NODE_ADDR`` is 127.0.0.1, and the cluster gets its own free ``PRIMARY_PORT``."""
+
+    id: str
+    name: str
+    request: dict[str, Any]
+    pod_ids: list[str]
+    primary_port: int
+    created_at: float = field(default_factory=time.time)
+    deleted_by: str | None = None  # "pod" (a member's pod-scoped key) or "account"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_view(fake: Any, cluster: FakeCluster) -> dict[str, Any]:
+    fake.refresh()
+    members = [fake.pods[i] for i in cluster.pod_ids if fake.pods[i].status != "TERMINATED"]
+    by_status: dict[str, int] = {}
+    for pod in members:
+        by_status[pod.status] = by_status.get(pod.status, 0) + 1
+    out: dict[str, Any] = {
+        "id": cluster.id, "name": cluster.name, "type": cluster.request["type"],
+        "compute": dict(cluster.request["compute"]), "pods": {"total": len(members), "byStatus": by_status},
+        "network": {"cidr": "127.0.0.0/8"},
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cluster.created_at)),
+    }
+    primary = fake.pods[cluster.pod_ids[0]]
+    if primary.status != "TERMINATED":
+        out["primary"] = {"podId": primary.id, "status": primary.status}
+    if any(p.host is not None for p in members):
+        out["dataCenterId"] = "FAKE-DC-1"
+    return out
+
+
+def _find_cluster(fake: Any, cluster_id: str) -> FakeCluster:
+    cluster = fake.clusters.get(cluster_id)
+    if cluster is None or cluster.deleted_by is not None:
+        raise Answer(404, f"cluster {cluster_id} not found")
+    return cluster
+
+
+def create_cluster(fake: Any, op: Any, query: Any, body: dict[str, Any], scope: Any) -> tuple[int, Any]:
+    from tests.fakes.runpod_api import FakePod
+
+    compute = body["compute"]
+    count, per_pod = int(compute["podCount"]), int(compute["gpuCountPerPod"])
+    if body["type"] != "TRAINING":
+        raise Answer(400, f"the fake serves TRAINING clusters only, not {body['type']}")
+    if fake.balance <= 0:
+        raise Answer(402, "insufficient balance: add funds to deploy this cluster")
+    gpu = next((g for g in fake.gpu_types if g["id"] == compute["gpuTypeId"]), None)
+    if gpu is None:
+        raise Answer(400, f"GPU type {compute['gpuTypeId']!r} does not exist")
+    price = gpu.get("securePrice")
+    hosts = [h for h in fake.hosts if h.gpu_type_id == gpu["id"] and h.cloud == "SECURE" and h.free >= per_pod]
+    if not price or sum(h.free // per_pod for h in hosts) < count:
+        raise Answer(400, CAPACITY_DETAIL)
+    cluster_id = "cluster_" + secrets.token_hex(6)
+    port = _free_port()
+    cluster = FakeCluster(id=cluster_id, name=body["name"], request=body, pod_ids=[], primary_port=port)
+    for rank in range(count):
+        host = next(h for h in hosts if h.free >= per_pod)
+        host.free -= per_pod
+        env = {"PRIMARY_ADDR": "127.0.0.1", "PRIMARY_PORT": str(port), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "NODE_ADDR": "127.0.0.1", "NODE_RANK": str(rank),
+               "NUM_NODES": str(count), "NUM_TRAINERS": str(per_pod), "HOST_NODE_ADDR": f"127.0.0.1:{port}",
+               "WORLD_SIZE": str(count * per_pod)}
+        pod = FakePod(
+            id=secrets.token_hex(7), name=f"{body['name']}-node-{rank}", image=body["image"], gpu_type_id=gpu["id"],
+            gpu_count=per_pod, cloud_type="SECURE", docker_args=body.get("args", ""),
+            env=dict(body.get("env") or {}), request=body, cost_per_hr=round(float(price) * per_pod, 4),
+            api_key="pod-" + secrets.token_hex(16), status="PROVISIONING", api="v2", host=host, cuda=host.cuda,
+            cluster_id=cluster_id, node_rank=rank, cluster_env=env,
+        )
+        fake.pods[pod.id] = pod
+        cluster.pod_ids.append(pod.id)
+        pod.log("system", f"cluster {cluster_id} node {rank}: {per_pod}x {gpu['id']} (CUDA {host.cuda})")
+    fake.clusters[cluster_id] = cluster
+    return 201, cluster_view(fake, cluster)
+
+
+def get_cluster(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[int, Any]:
+    return 200, cluster_view(fake, _find_cluster(fake, op.path_params["id"]))
+
+
+def list_clusters(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[int, Any]:
+    return 200, {"clusters": [cluster_view(fake, c) for c in fake.clusters.values() if c.deleted_by is None]}
+
+
+def list_cluster_pods(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[int, Any]:
+    cluster = _find_cluster(fake, op.path_params["id"])
+    fake.refresh()
+    return 200, {"pods": [pod_view(fake, fake.pods[i]) for i in cluster.pod_ids
+                          if fake.pods[i].status != "TERMINATED"]}
+
+
+def delete_cluster(fake: Any, op: Any, query: Any, body: Any, scope: Any) -> tuple[int, Any]:
+    """Every member pod is gone for the API at once, then their containers are removed (RunPod's order)."""
+    cluster = _find_cluster(fake, op.path_params["id"])
+    cluster.deleted_by = "account" if scope is None else "pod"
+    members = [fake.pods[i] for i in cluster.pod_ids]
+    for pod in members:
+        if pod.status != "TERMINATED":
+            fake._halt(pod, "TERMINATED")
+            pod.terminated_by = cluster.deleted_by
+            pod.log("system", f"pod terminated with cluster {cluster.id}")
+    for pod in members:
+        fake.runner.stop(pod)
+    return 204, None
+
+
 OPERATIONS = {"createPod": create_pod, "getPod": get_pod, "listPods": list_pods, "deletePod": delete_pod,
               "podAction": pod_action, "listGpuTypes": list_gpu_types, "listRegistries": list_registries,
               "createRegistry": create_registry, "deleteRegistry": delete_registry,
-              "listPodBilling": list_pod_billing}
+              "listPodBilling": list_pod_billing, "createCluster": create_cluster, "getCluster": get_cluster,
+              "listClusters": list_clusters, "listClusterPods": list_cluster_pods, "deleteCluster": delete_cluster}
 
 
 # ----------------------------------------------------------------------------------------- logs (SSE)

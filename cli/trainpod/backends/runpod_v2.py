@@ -100,6 +100,30 @@ class CreatePodRequest(_Closed):
         return self.model_dump(exclude_none=True)
 
 
+class ClusterCompute(_Closed):
+    gpuTypeId: str = Field(min_length=1)  # noqa: N815 - the API's name
+    gpuCountPerPod: int = Field(ge=1)  # noqa: N815
+    podCount: int = Field(ge=2, le=250)  # noqa: N815
+
+
+class CreateClusterRequest(_Closed):
+    """``POST /v2/clusters``: one container config for every node. The document has no ``registry`` (private
+    images are not supported for clusters yet), no ``cloud`` and no CUDA selection, unlike a pod."""
+
+    name: str = Field(min_length=1)
+    type: Literal["TRAINING"] = "TRAINING"
+    compute: ClusterCompute
+    image: str
+    args: str | None = None
+    disk: int | None = Field(None, ge=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[str] | None = None
+    dataCenterIds: list[str] | None = None  # noqa: N815
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class PodActionRequest(_Closed):
     action: Literal["start", "stop", "restart", "terminate"]
 
@@ -136,6 +160,14 @@ class PodRuntime(_Open):
     uptime: int | None = None
 
 
+class PodCluster(_Open):
+    """``Pod.cluster``: the pod's membership (``rank`` null until assigned)."""
+
+    id: str
+    rank: int | None = None
+    ip: str | None = None
+
+
 class V2Pod(_Open):
     id: str
     name: str
@@ -148,6 +180,7 @@ class V2Pod(_Open):
     cudaVersion: str | None = None  # noqa: N815
     createdAt: str = ""  # noqa: N815
     startedAt: str | None = None  # noqa: N815
+    cluster: PodCluster | None = None
 
     def to_pod(self) -> Pod:
         uptime = self.runtime.uptime if self.status == "RUNNING" and self.runtime is not None else None
@@ -160,6 +193,38 @@ class V2Pod(_Open):
 
 class ListPodsResponse(_Open):
     pods: list[V2Pod]
+
+
+class ClusterPodsSummary(_Open):
+    total: int
+    byStatus: dict[str, int] = Field(default_factory=dict)  # noqa: N815
+
+
+class ClusterPrimary(_Open):
+    podId: str  # noqa: N815
+    status: PodStatus
+
+
+class Cluster(_Open):
+    id: str
+    name: str
+    type: str
+    compute: ClusterCompute
+    pods: ClusterPodsSummary
+    createdAt: str = ""  # noqa: N815
+    primary: ClusterPrimary | None = None
+
+
+class ListClustersResponse(_Open):
+    clusters: list[Cluster]
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """A member pod of a cluster: its node rank (None until assigned) and the pod as the client knows pods."""
+
+    rank: int | None
+    pod: Pod
 
 
 class Price(_Open):
@@ -430,6 +495,71 @@ class V2Client:
         """``DELETE /v2/pods/{id}``; a pod that is already gone (404) is not an error."""
         try:
             self._call(f"terminate pod {pod_id}", "DELETE", f"/v2/pods/{quote(pod_id, safe='')}")
+        except PodNotFoundError:
+            return
+
+    # ------------------------------------------------------------------ clusters
+    def create_cluster(self, request: CreateClusterRequest) -> Cluster:
+        """``POST /v2/clusters`` (201 ``Cluster``). After a lost reply the cluster list is searched for the
+        request's unique name before the create is sent again, so a lost reply never rents a second cluster."""
+        body = request.body()
+        c = request.compute
+        what = f"create cluster {request.name} ({c.podCount} nodes x {c.gpuCountPerPod} {c.gpuTypeId})"
+        last: RunPodAPIError | None = None
+        for attempt in range(self.retries):
+            try:
+                data = self._call(what, "POST", "/v2/clusters", body=body, retry=False)
+            except TransientAPIError as exc:
+                last = exc
+                existing = [k for k in self.clusters() if k.name == request.name]
+                if existing:
+                    return existing[0]
+                self._backoff(attempt)
+                continue
+            return self._parse(what, Cluster, data)
+        assert last is not None
+        raise last
+
+    def cluster(self, cluster_id: str) -> Cluster | None:
+        """``GET /v2/clusters/{id}``; None once it is gone (404)."""
+        what = f"get cluster {cluster_id}"
+        try:
+            data = self._call(what, "GET", f"/v2/clusters/{quote(cluster_id, safe='')}")
+        except PodNotFoundError:
+            return None
+        return self._parse(what, Cluster, data)
+
+    def clusters(self, name_prefix: str | None = None) -> list[Cluster]:
+        """``GET /v2/clusters`` (the document has no name filter: the prefix is applied here)."""
+        data = self._call("list clusters", "GET", "/v2/clusters")
+        found = self._parse("list clusters", ListClustersResponse, data).clusters
+        return [k for k in found if name_prefix is None or k.name.startswith(name_prefix)]
+
+    def cluster_pods(self, cluster_id: str) -> list[ClusterNode]:
+        """``GET /v2/clusters/{id}/pods``: the member pods, by node rank (unranked last); [] once it is gone."""
+        what = f"pods of cluster {cluster_id}"
+        try:
+            data = self._call(what, "GET", f"/v2/clusters/{quote(cluster_id, safe='')}/pods")
+        except PodNotFoundError:
+            return []
+        pods = self._parse(what, ListPodsResponse, data).pods
+        nodes = [ClusterNode(p.cluster.rank if p.cluster else None, p.to_pod()) for p in pods]
+        return sorted(nodes, key=lambda n: (n.rank is None, n.rank or 0))
+
+    def pod_cluster(self, pod_id: str) -> PodCluster | None:
+        """The cluster membership of a pod (``Pod.cluster`` of ``GET /v2/pods/{id}``); None for a standalone pod.
+        A pod reads its own with its pod-scoped key: that is how a node learns which cluster to delete."""
+        what = f"get pod {pod_id}"
+        try:
+            data = self._call(what, "GET", f"/v2/pods/{quote(pod_id, safe='')}")
+        except PodNotFoundError:
+            return None
+        return self._parse(what, V2Pod, data).cluster
+
+    def delete_cluster(self, cluster_id: str) -> None:
+        """``DELETE /v2/clusters/{id}``: the cluster and all its member pods. Already gone (404) is fine."""
+        try:
+            self._call(f"delete cluster {cluster_id}", "DELETE", f"/v2/clusters/{quote(cluster_id, safe='')}")
         except PodNotFoundError:
             return
 
