@@ -24,6 +24,11 @@ TRAINER_MODULE = "trainpod_trainer"
 # (torchrun alone turns "stopped after a checkpoint" (3) into a generic 1): trainpod_trainer/launch.py
 LAUNCH_WRAPPER = "trainpod_trainer.launch"
 
+# RunPod Instant Clusters run one container command on every node and give each node its place in these
+# variables (RunPod's docs). A cluster's launch line refers to them as ``$NAME``; the pod supervisor
+# (trainpod.podside) puts the node's values in before it starts the line: no shell is involved.
+CLUSTER_VARS = ("NODE_RANK", "PRIMARY_ADDR", "PRIMARY_PORT", "NODE_ADDR", "NUM_NODES", "NUM_TRAINERS")
+
 
 def trainer_command(
     spec: RunSpec,
@@ -33,11 +38,15 @@ def trainer_command(
     master_addr: str = "127.0.0.1",
     python: str = "python",
     cpu_count: int | None = None,
+    cluster: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """Return ``(argv, env)`` that start the trainer for ``spec`` on one node.
 
     ``spec_path`` is where the spec file is inside the target (container path, local path); with
     ``None`` the trainer reads ``$TRAINPOD_RUN_SPEC``. ``env`` holds only non-secret variables.
+    ``cluster``: the one line every node of a RunPod Instant Cluster runs: ``--node-rank=$NODE_RANK``,
+    ``--rdzv-endpoint=$PRIMARY_ADDR:$PRIMARY_PORT``, ``--local-addr=$NODE_ADDR`` (see :data:`CLUSTER_VARS`) and a rendezvous
+    ``join_timeout`` from the hardware table, so a node that never starts fails the run in bounded time.
     """
     shape = spec.launch
     hw = spec.config.hardware
@@ -62,6 +71,18 @@ def trainer_command(
     argv = [python, "-m", LAUNCH_WRAPPER, f"--nproc-per-node={nproc}"]
     if nnodes == 1:
         argv += ["--standalone"]
+    elif cluster:
+        argv += [
+            f"--nnodes={nnodes}",
+            "--node-rank=$NODE_RANK",
+            "--rdzv-backend=c10d",
+            "--rdzv-endpoint=$PRIMARY_ADDR:$PRIMARY_PORT",
+            f"--rdzv-id={spec.run_id}",
+            f"--rdzv-conf=join_timeout={hw.rendezvous_timeout_s}",
+            # the address this node's workers are reached at: the cluster network's, not whatever the
+            # hostname resolves to (eth0 on RunPod, which is for internet traffic only)
+            "--local-addr=$NODE_ADDR",
+        ]
     else:
         argv += [
             f"--nnodes={nnodes}",
@@ -74,3 +95,18 @@ def trainer_command(
     # resume is our job (from the latest complete checkpoint), not a silent restart loop.
     argv += ["--max-restarts=0", "-m", TRAINER_MODULE, *tail]
     return argv, env
+
+
+def expand_cluster_vars(argv: list[str], env: dict[str, str]) -> list[str]:
+    """``argv`` with ``$NAME``/``${NAME}`` of :data:`CLUSTER_VARS` replaced by this node's values (only those
+    names; anything else is left as it is). A name the node lacks is an error naming it."""
+    import re
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if not env.get(name):
+            raise KeyError(name)
+        return env[name]
+
+    pattern = re.compile(r"\$\{(" + "|".join(CLUSTER_VARS) + r")\}|\$(" + "|".join(CLUSTER_VARS) + r")\b")
+    return [pattern.sub(value, arg) for arg in argv]

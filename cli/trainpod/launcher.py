@@ -52,6 +52,9 @@ class Prepared:
     dataset_pin: dict[str, Any] | None = None  # set by pin_dataset(): recorded with the run at submit
 
 
+REMOTE_OF = {"runpod-cluster": "runpod"}  # backend name -> the --remote that chose it
+
+
 def launch_shape(cfg: TrainingConfig) -> LaunchShape:
     """One process per GPU; torchrun when there is more than one, deepspeed when the preset asks."""
     nproc = cfg.hardware.procs_per_node
@@ -120,7 +123,7 @@ def prepare(req: LaunchRequest) -> Prepared:
     remote = req.remote or preset.remote
     cfg = resolve_preset(catalog, req.preset, settings.training, req.sets, _flag_overrides(req))
     previous = _resume_target(req, settings)
-    if previous is not None and previous.backend != remote:
+    if previous is not None and REMOTE_OF.get(previous.backend, previous.backend) != remote:
         raise ConfigError(f"--resume {previous.run_id}: that run used --remote {previous.backend}, not {remote}",
                           f"relaunch with --remote {previous.backend}")
     run_id = previous.run_id if previous else new_run_id(req.preset)
@@ -139,7 +142,8 @@ def prepare(req: LaunchRequest) -> Prepared:
         launch=launch_shape(cfg),
         resume=True,
     )
-    backend = get_backend(remote)
+    # several nodes on RunPod: an Instant Cluster (trainpod.backends.runpod_cluster), recorded as runpod-cluster
+    backend = get_backend("runpod-cluster" if remote == "runpod" and spec.launch.nnodes > 1 else remote)
     plan = backend.plan(spec, settings)
     return Prepared(settings, catalog, cfg, spec, backend, plan, previous=previous)
 
@@ -226,7 +230,7 @@ def ensure_image(prep: Prepared, on_line: Callable[[str], None] | None = None) -
     Both are no-ops when the tag is already there, so a launch right after `trainpod build/push`
     (or a rebuild of unchanged sources) costs two lookups; a launch after a code change just works.
     """
-    if not prep.spec.image or prep.backend.name not in ("docker", "runpod"):
+    if not prep.spec.image or prep.backend.name not in ("docker", "runpod", "runpod-cluster"):
         return
     from trainpod import images
 
@@ -240,7 +244,7 @@ def ensure_image(prep: Prepared, on_line: Callable[[str], None] | None = None) -
                             "the sources changed while launching; launch again")
     client = images.docker_client()
     images.build(plan, client=client, on_line=on_line)
-    if prep.backend.name == "runpod":  # RunPod pulls from the registry; the docker backend runs it locally
+    if prep.backend.name != "docker":  # RunPod pulls from the registry; the docker backend runs it locally
         images.push(plan, prep.settings, client=client, on_line=on_line)
 
 

@@ -17,6 +17,12 @@ happens on the laptop (PEERS.md complaints 1, 2 and 10):
 5. **Self-terminate.** When the child exits (any code), the pod is terminated through the API with
    ``RUNPOD_POD_ID`` and the pod-scoped ``RUNPOD_API_KEY`` RunPod injects. Without them (a local or
    docker run) the supervisor just exits with the child's code.
+6. **Cluster nodes** (RunPod Instant Clusters: ``NUM_NODES`` > 1 and ``NODE_RANK`` set). The command's
+   ``$NODE_RANK``/``$PRIMARY_ADDR``/``$PRIMARY_PORT`` are filled in from the node's env; the watchdog's cost
+   limit is for the whole cluster (``NUM_NODES`` x this pod's price); each node records its own exit marker
+   (``POD_EXIT`` on node 0, ``POD_EXIT.node-N`` elsewhere, with the cluster id); and instead of its pod
+   (member pods cannot be deleted alone) the node deletes the *cluster* through REST v2: node 0 when its
+   trainer exits, another node at once when its trainer crashed, else after waiting for node 0 (bounded).
 
 Only the standard library, our API client (with its stdlib transport: the image has no runpod SDK)
 and :mod:`trainpod.storage` (exists/read/write for local paths and ``s3://``) are used.
@@ -46,6 +52,28 @@ log = logging.getLogger("trainpod.podside")
 
 EXIT_MARKER = "POD_EXIT"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOPPED = 3  # trainpod_trainer.exitcodes.STOPPED: a coordinated stop after a checkpoint
+
+
+def node_exit_marker(node_rank: int) -> str:
+    """The exit marker's name for a cluster node (node 0's is the single pod's)."""
+    return EXIT_MARKER if node_rank == 0 else f"{EXIT_MARKER}.node-{node_rank}"
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """This container's place in a RunPod Instant Cluster (from ``NODE_RANK`` and ``NUM_NODES``)."""
+
+    rank: int
+    count: int
+
+    @classmethod
+    def from_env(cls, env: Any) -> ClusterNode | None:
+        try:
+            count, rank = int(env.get("NUM_NODES") or 1), int(env.get("NODE_RANK", ""))
+        except ValueError:
+            return None
+        return cls(rank, count) if count > 1 and 0 <= rank < count else None
 
 
 class Storage(Protocol):
@@ -123,6 +151,8 @@ class Supervisor:
         pod_id: str | None,
         storage: Storage,
         clock: Callable[[], float] = time.monotonic,
+        node: ClusterNode | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         if not command:
             raise TrainpodError("podside: no command to supervise", "usage: python -m trainpod.podside -- CMD...")
@@ -134,10 +164,25 @@ class Supervisor:
         self.clock = clock
         self.child: subprocess.Popen[bytes] | None = None
         self.stop_reason: str | None = None
+        self.node = node
+        self.sleep = sleep
+        self._cluster_id: str | None = None
 
     @property
     def exit_marker(self) -> str:
-        return output_uri(self.spec) + "/" + EXIT_MARKER
+        return output_uri(self.spec) + "/" + node_exit_marker(self.node.rank if self.node else 0)
+
+    @property
+    def cluster_id(self) -> str | None:
+        """This node's cluster (``Pod.cluster.id`` of its own pod, read with its pod-scoped key)."""
+        if self._cluster_id is None and self.node is not None and self.api is not None and self.pod_id:
+            try:
+                membership = self.api.pod_cluster(self.pod_id)  # type: ignore[attr-defined]
+            except RunPodAPIError as exc:
+                log.error("cannot read this pod's cluster membership: %s", exc.message)
+            else:
+                self._cluster_id = membership.id if membership is not None else None
+        return self._cluster_id
 
     @property
     def done_marker(self) -> str:
@@ -145,6 +190,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the story
     def run(self) -> int:
+        if self.node is not None:
+            log.info("cluster node %d of %d (cluster %s)", self.node.rank, self.node.count, self.cluster_id)
         if self.storage.exists(self.done_marker):
             log.info("run %s is already done (%s): not training again", self.spec.run_id, self.done_marker)
             self.terminate_pod("run already done")
@@ -164,8 +211,22 @@ class Supervisor:
         code = self._supervise(deadline)
         reason = self.stop_reason or ("finished" if code == 0 else f"child exited with {code}")
         self._record_exit(code, reason)
+        if self.node is not None and self.node.rank != 0 and code in (0, STOPPED):
+            self._wait_for_primary()
         self.terminate_pod(reason)
         return code
+
+    node_wait_extra_s = 300.0  # beyond the stop grace: how long a finished node waits for node 0
+
+    def _wait_for_primary(self) -> None:
+        """A node other than 0 whose trainer finished (or stopped at the agreed step) waits for node 0, which is
+        still writing outputs or the checkpoint, to delete the cluster (this container goes with it); exiting
+        instead would make RunPod restart it. It deletes the cluster itself if node 0 never does."""
+        wait = self.spec.stop_grace_seconds + self.node_wait_extra_s
+        log.info("node %d finished: waiting up to %gs for node 0 to end the cluster", self.node.rank if self.node
+                 else 0, wait)
+        self.sleep(wait)
+        log.warning("node 0 did not end the cluster within %gs", wait)
 
     def _supervise(self, deadline: Deadline) -> int:
         previous = {sig: signal.signal(sig, self._forward) for sig in STOP_SIGNALS}
@@ -227,13 +288,20 @@ class Supervisor:
     def _record_exit(self, code: int, reason: str) -> None:
         body = {"pod_id": self.pod_id, "run_id": self.spec.run_id, "exit_code": code, "reason": reason,
                 "finished": utcnow_iso()}
+        if self.node is not None:
+            body.update(cluster_id=self.cluster_id, node_rank=self.node.rank, nodes=self.node.count)
         try:
             self.storage.write_bytes(self.exit_marker, json.dumps(body).encode())
         except TrainpodError as exc:  # teardown must go on: the pod bills until terminated
             log.error("cannot write %s: %s", self.exit_marker, exc.message)
 
     def _cost_per_hr(self) -> float | None:
-        """What this pod costs: the API's costPerHr, else the profile price x GPUs."""
+        """What this pod costs: the API's costPerHr, else the profile price x GPUs; on a cluster node, times the
+        number of nodes (max_cost_usd is for the whole cluster: every node stops at the same point)."""
+        per_pod = self._pod_cost_per_hr()
+        return per_pod * self.node.count if per_pod is not None and self.node is not None else per_pod
+
+    def _pod_cost_per_hr(self) -> float | None:
         if self.api is not None and self.pod_id:
             try:
                 pod = self.api.pod(self.pod_id)
@@ -249,11 +317,28 @@ class Supervisor:
         if not self.pod_id or self.api is None:
             log.info("not on RunPod (no RUNPOD_POD_ID / RUNPOD_API_KEY): %s; exiting", reason)
             return
+        if self.node is not None:
+            self.delete_cluster(reason)
+            return
         log.info("terminating pod %s: %s", self.pod_id, reason)
         try:
             self.api.terminate(self.pod_id)
         except RunPodAPIError as exc:
             log.error("could not terminate pod %s: %s — `trainpod runs sweep` will find it", self.pod_id, exc.message)
+
+
+    def delete_cluster(self, reason: str) -> None:
+        """``DELETE /v2/clusters/{id}`` with this pod's key: every node goes (the CLI's follow loop and
+        ``runs sweep`` are the backstop when the key may not)."""
+        cluster = self.cluster_id
+        if cluster is None:
+            log.error("cannot end the cluster (%s): its id is unknown — `trainpod runs sweep` will find it", reason)
+            return
+        log.info("deleting cluster %s (node %d): %s", cluster, self.node.rank if self.node else 0, reason)
+        try:
+            self.api.delete_cluster(cluster)  # type: ignore[union-attr]
+        except RunPodAPIError as exc:
+            log.error("could not delete cluster %s: %s — `trainpod runs sweep` will find it", cluster, exc.message)
 
 
 def load_spec(path: str | None) -> RunSpec:
@@ -293,15 +378,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_redaction()
     pod_id = os.environ.get("RUNPOD_POD_ID") or None
     key = os.environ.get("RUNPOD_API_KEY")
-    api = GraphQLClient(key, transport=urllib_transport, retries=6, backoff_s=2.0) if (pod_id and key) else None
+    node = ClusterNode.from_env(os.environ)
+    api: Any = None
+    if pod_id and key and node is not None:  # cluster membership and deletion exist only in REST v2
+        from trainpod.backends.runpod_v2 import UrllibTransport, V2Client
+
+        api = V2Client(key, transport=UrllibTransport(), retries=6, backoff_s=2.0)
+    elif pod_id and key:
+        api = GraphQLClient(key, transport=urllib_transport, retries=6, backoff_s=2.0)
+    supervisor = None
     try:
+        if node is not None:
+            from trainpod.launchcmd import expand_cluster_vars
+
+            try:
+                command = expand_cluster_vars(command, dict(os.environ))
+            except KeyError as missing:
+                raise TrainpodError(f"podside: this cluster node has no ${missing.args[0]} in its environment",
+                                    "RunPod sets it on Instant Cluster nodes; is this a cluster pod?") from None
         spec = load_spec(spec_path)
-        return Supervisor(spec, command, api=api, pod_id=pod_id, storage=TrainpodStorage()).run()
+        supervisor = Supervisor(spec, command, api=api, pod_id=pod_id, storage=TrainpodStorage(), node=node)
+        return supervisor.run()
     except TrainpodError as exc:
         # A bad spec or unreachable storage fails the same way on every restart: end the pod now
         # rather than let RunPod restart the container in a loop that bills.
         log.error("%s", exc)
-        if api is not None and pod_id:
+        if supervisor is not None and node is not None:
+            supervisor.delete_cluster("the supervisor cannot run")
+        elif node is not None and api is not None and pod_id:
+            membership = None
+            try:
+                membership = api.pod_cluster(pod_id)
+                if membership is not None:
+                    log.info("deleting cluster %s: the supervisor cannot run", membership.id)
+                    api.delete_cluster(membership.id)
+            except RunPodAPIError as del_exc:
+                log.error("could not delete this node's cluster: %s", del_exc.message)
+        elif api is not None and pod_id:
             log.info("terminating pod %s: the supervisor cannot run", pod_id)
             try:
                 api.terminate(pod_id)

@@ -546,7 +546,9 @@ class FakeRunPod:
         def myself(info: Any) -> dict[str, Any]:
             account_only(info)
             self.refresh()
-            return {"id": "user-fake", "pods": [p.public() for p in self.pods.values() if p.status != "TERMINATED"]}
+            # cluster member pods are managed through /v2/clusters (an assumption for GraphQL, as in v2's listPods)
+            return {"id": "user-fake", "pods": [p.public() for p in self.pods.values()
+                                                if p.status != "TERMINATED" and p.cluster_id is None]}
 
         def deploy(info: Any, input: dict[str, Any]) -> dict[str, Any]:
             account_only(info)

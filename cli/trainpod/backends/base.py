@@ -117,6 +117,10 @@ def get_backend(name: str) -> Backend:
         from trainpod.backends.runpod import RunPodBackend
 
         return RunPodBackend()
+    if name == "runpod-cluster":  # chosen by the launcher for a multi-node preset with --remote runpod
+        from trainpod.backends.runpod_cluster import RunPodClusterBackend
+
+        return RunPodClusterBackend()
     from trainpod.errors import ConfigError, did_you_mean
 
     raise ConfigError(f"unknown remote '{name}'{did_you_mean(name, ['local', 'docker', 'runpod'])}")

@@ -72,14 +72,20 @@ def status(obj: dict, run_id: str) -> None:
 @runs.command()
 @click.argument("run_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming until the run ends.")
+@click.option("--node", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Multi-node runs (RunPod clusters): node N's container log (default: rank 0's training log).")
 @click.pass_obj
-def logs(obj: dict, run_id: str, follow: bool) -> None:
+def logs(obj: dict, run_id: str, follow: bool, node: int | None) -> None:
     """Print the training log of RUN_ID (secrets redacted)."""
     from trainpod.backends.base import get_backend
     from trainpod.redact import redact_text
 
     handle = _registry(obj).get(run_id)
-    for line in get_backend(handle.backend).logs(handle, follow=follow):
+    backend = get_backend(handle.backend)
+    if node is not None and handle.backend != "runpod-cluster":
+        raise click.UsageError(f"--node: run {handle.run_id} ran on one node ({handle.backend}); omit --node")
+    lines = backend.logs(handle, follow=follow, node=node) if node is not None else backend.logs(handle, follow=follow)
+    for line in lines:
         click.echo(redact_text(line))
 
 
@@ -104,20 +110,26 @@ def cancel(obj: dict, run_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def sweep(obj: dict, yes: bool, include_unknown: bool, as_json: bool) -> None:
-    """Find RunPod pods that should not be billing: run done, over its limits, or unknown."""
+    """Find RunPod pods and clusters that should not be billing: run done, over its limits, or unknown."""
     from dataclasses import asdict
 
     from trainpod.backends.runpod import sweep as sweep_pods
+    from trainpod.backends.runpod_cluster import sweep as sweep_clusters
     from trainpod.console import emit_json, emit_table
     from trainpod.settings import load_settings
 
-    items = sweep_pods(load_settings(obj.get("profile")), terminate=yes, include_unknown=include_unknown)
-    rows = [asdict(i) for i in items]
+    settings = load_settings(obj.get("profile"))
+    items = sweep_pods(settings, terminate=yes, include_unknown=include_unknown)
+    clusters = sweep_clusters(settings, delete=yes, include_unknown=include_unknown)
+    rows = [{**asdict(i), "kind": "pod"} for i in items]
+    # a cluster reads as one row (its id and name), deleted as a whole
+    rows += [{"pod_id": c.cluster_id, "pod_name": c.cluster_name, "run_id": c.run_id, "verdict": c.verdict,
+              "reason": c.reason, "terminated": c.deleted, "kind": "cluster"} for c in clusters]
     if as_json:
         emit_json(rows)
         return
     columns = ["pod_id", "pod_name", "run_id", "verdict", "reason", "terminated"]
-    emit_table("pods", columns, [[r[c] for c in columns] for r in rows])
-    flagged = [i for i in items if i.verdict != "keep" and not i.terminated]
+    emit_table("pods and clusters", columns, [[r[c] for c in columns] for r in rows])
+    flagged = [r for r in rows if r["verdict"] != "keep" and not r["terminated"]]
     if flagged and not yes:
-        click.echo(f"{len(flagged)} pod(s) flagged; run `trainpod runs sweep --yes` to terminate them", err=True)
+        click.echo(f"{len(flagged)} pod(s)/cluster(s) flagged; run `trainpod runs sweep --yes` to end them", err=True)

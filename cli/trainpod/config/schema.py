@@ -70,6 +70,9 @@ class Hardware(Strict):
     runpod_fallback_gpu_type_ids: list[str] = Field(default_factory=list)
     price_per_gpu_hour: float | None = Field(default=None, ge=0)
     container_disk_gb: int = Field(default=30, ge=5)
+    # multi-node: how long torchrun waits for every node to join (join_timeout); a node that never starts
+    # fails the run after this, instead of the others waiting (and billing) without bound
+    rendezvous_timeout_s: int = Field(default=600, ge=10, le=3600)
     # hardware that exists but cannot run (yet)
     supported: bool = True
     unsupported_reason: str | None = None
