@@ -105,8 +105,11 @@ def test_submit_creates_one_cluster_with_secrets_filled_in_and_records_it(backen
     handle = backend.submit(plan, settings)
     (cluster,) = fake_runpod.clusters.values()
     assert handle.provider_id == cluster.id and handle.backend == "runpod-cluster"
-    assert cluster.request["env"]["AWS_SECRET_ACCESS_KEY"] == settings.aws_secret_access_key.get_secret_value()
-    assert RunSpec.from_json(cluster.request["env"]["TRAINPOD_RUN_SPEC"]) == plan.spec
+    env = cluster.request["env"]  # what every node gets: one run-scoped STS session, never the user's keys
+    assert env["AWS_SECRET_ACCESS_KEY"] and env["AWS_SESSION_TOKEN"]
+    assert settings.aws_secret_access_key.get_secret_value() not in json.dumps(env)
+    assert plan.display()["provider_request"]["body"]["env"]["AWS_SESSION_TOKEN"] == "***"
+    assert RunSpec.from_json(env["TRAINPOD_RUN_SPEC"]) == plan.spec
     saved = RunRegistry(settings.state_path).get(RUN_ID)
     assert saved.extra["cost_per_hr"] == round(1.89 * 16, 4) and saved.extra["started"]
     assert backend.status(saved).state == "running"

@@ -93,12 +93,13 @@ class RunPodClusterBackend:
 
     # ------------------------------------------------------------------ plan
     def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
-        from trainpod.backends.runpod import POD_SECRETS, expected_hours
+        from trainpod import credentials
+        from trainpod.backends.runpod import expected_hours
         from trainpod.backends.runpod_v2 import ClusterCompute, CreateClusterRequest
 
         cfg, hw = spec.config, spec.config.hardware
         reasons = self.unsupported(spec, cpu_stand_in=settings.runpod_cpu_stand_in)
-        if settings.registry_username or settings.registry_password:
+        if credentials.registry_auth(settings)[0] is not None:
             reasons.append("RunPod clusters cannot pull private images (CreateClusterRequest has no registry "
                            "credential): push the image to a public registry and unset TRAINPOD_REGISTRY_USERNAME/"
                            "TRAINPOD_REGISTRY_PASSWORD")
@@ -126,7 +127,8 @@ class RunPodClusterBackend:
                                      if price is not None else "none in the profile; submit takes it from the API"))
         command, launch_env = node_command(spec)
         env = {**_env(spec, settings), **launch_env}
-        secret_names = [n for n, field in POD_SECRETS.items() if getattr(settings, field) is not None]
+        secret_names = credentials.pod_secret_names(spec, settings)  # a run-scoped S3 session, minted at submit
+        notes.extend(f"WARNING: {w}" for w in credentials.warnings(spec, settings))
         request = CreateClusterRequest(
             name=cluster_name(spec.run_id), compute=ClusterCompute(
                 gpuTypeId=hw.runpod_gpu_type_id, gpuCountPerPod=per_node, podCount=nnodes),
@@ -154,7 +156,8 @@ class RunPodClusterBackend:
         }
         return LaunchPlan(backend=self.name, run_id=spec.run_id, image=spec.image, command=command, env=env,
                           secret_env=secret_names, workdir="/workspace", gpus=per_node * nnodes,
-                          provider_request=provider_request, estimated_cost_usd=estimate, notes=notes, spec=spec)
+                          provider_request=provider_request, estimated_cost_usd=estimate, notes=notes, spec=spec,
+                          credentials=credentials.describe(spec, settings))
 
     def command_line(self, plan: LaunchPlan) -> str:
         """What ``--dry-run`` prints after the plan: every node's command line."""
@@ -164,6 +167,7 @@ class RunPodClusterBackend:
     def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
         """Create the cluster at the API's price (re-checked against max_cost_usd), record the run as soon as the
         cluster exists, and wait (bounded) for every node to run; a cluster that does not start is deleted."""
+        from trainpod.backends.runpod import pod_secret_env
         from trainpod.backends.runpod_api import CapacityError
         from trainpod.backends.runpod_v2 import CreateClusterRequest, V2Client
         from trainpod.redact import register_secret
@@ -181,12 +185,10 @@ class RunPodClusterBackend:
                                 "pick another cloud-2x8-* hardware profile or retry later")
         estimate = estimate_cost(spec.config, price, req["nodes"], req["expected_hours"], [])
         body = dict(req["body"])
-        env = dict(plan.env)
-        from trainpod.backends.runpod import POD_SECRETS
-
-        for name in plan.secret_env:
-            env[name] = getattr(settings, POD_SECRETS[name]).get_secret_value()
-            register_secret(env[name])
+        secrets = pod_secret_env(plan, settings)  # every node gets the same run-scoped session
+        for value in secrets.values():
+            register_secret(value)
+        env = {**plan.env, **secrets}
         previous = registry.get(spec.run_id) if spec.run_id in registry.ids() else None
         attempt = int(previous.extra.get("next_attempt", 1)) if previous else 0
         body.update(name=cluster_name(spec.run_id, attempt), env=env)
@@ -403,9 +405,7 @@ def _env(spec: RunSpec, settings: Settings) -> dict[str, str]:
         env["TRAINPOD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     if settings.aws_region:
         env["AWS_REGION"] = settings.aws_region
-    if settings.aws_access_key_id:
-        env["AWS_ACCESS_KEY_ID"] = settings.aws_access_key_id
-    return env
+    return env  # S3 credentials: trainpod.credentials (a run-scoped STS session, minted at submit)
 
 
 def read_markers(output: str, nodes: int) -> dict[str, Any]:
