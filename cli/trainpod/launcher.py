@@ -150,7 +150,8 @@ def prepare(req: LaunchRequest) -> Prepared:
 
 def finished_already(prep: Prepared, req: LaunchRequest) -> tuple[RunHandle, RunStatus] | None:
     """With ``--resume``: the resumed run and its status when it has already succeeded. Resuming it
-    would have nothing to do, so the caller must not touch it (no trainer, no rewritten record)."""
+    would have nothing to do, so the caller must not touch it (no trainer, no rewritten record).
+    A run that is still going is refused: a second trainer (or pod) would write the same output."""
     if not req.resume:
         return None
     try:
@@ -158,6 +159,10 @@ def finished_already(prep: Prepared, req: LaunchRequest) -> tuple[RunHandle, Run
     except TrainpodError:
         return None
     status = prep.backend.status(handle)
+    if status.state in ("pending", "running"):
+        raise TrainpodError(f"--resume {handle.run_id}: the run is still {status.state} ({handle.backend})",
+                            f"follow it with `trainpod runs logs -f {handle.run_id}`, or stop it first with "
+                            f"`trainpod runs cancel {handle.run_id}` and then resume")
     return (handle, status) if status.state == "succeeded" else None
 
 

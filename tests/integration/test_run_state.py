@@ -94,3 +94,20 @@ def test_evaluate_takes_a_run_id(finished):
     assert json.loads((out / "eval.json").read_text())["loss"] == report["loss"]
     res = _cli(env, "evaluate", "no-such-run-or-dir")
     assert res.returncode == 2 and "neither a directory nor a known run" in res.stderr, res.stderr
+
+
+def test_resume_of_a_run_still_going_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINPOD_", "AWS_", "RUNPOD_"))}
+    env["TRAINPOD_STATE_DIR"] = str(tmp_path / "state")
+    res = _cli(env, "launch", "smoke", "--remote", "local", "--detach", "--output-dir", str(tmp_path / "runs"),
+               "--set", "max_steps=100000")
+    assert res.returncode == 0, res.stderr
+    (out,) = (tmp_path / "runs").iterdir()
+    try:
+        res = _cli(env, "launch", "smoke", "--remote", "local", "--resume", out.name)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert f"--resume {out.name}: the run is still" in res.stderr and f"runs cancel {out.name}" in res.stderr
+        assert len(list((tmp_path / "runs").iterdir())) == 1 and "submitted" not in res.stderr
+    finally:
+        res = _cli(env, "runs", "cancel", out.name)
+        assert res.returncode == 0 and f"cancelled: {out.name}" in res.stdout, res.stdout + res.stderr
