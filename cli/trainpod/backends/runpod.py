@@ -456,7 +456,8 @@ class RunPodBackend:
         exit_info = markers.get("POD_EXIT")
         if exit_info and exit_info.get("pod_id") not in (None, handle.provider_id):
             exit_info = None  # left by an earlier pod of this run (before a relaunch)
-        if "DONE" in markers:
+        if "DONE" in markers:  # finished: how long it trained (its status.json), not the pod's uptime
+            common["elapsed_s"] = progress.get("elapsed_s", elapsed)
             return RunStatus(state="succeeded", detail="DONE marker written", exit_code=0, **common)
         if exit_info:
             code = int(exit_info.get("exit_code", 1))
