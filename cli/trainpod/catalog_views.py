@@ -97,10 +97,13 @@ def resolve_preset(catalog: Catalog, preset: str, settings_training: dict[str, A
     cli = merge_overrides(parse_sets(sets), flags or {})
     if not cli:
         return catalog.resolve(preset, settings_training, overrides_source=ENV_OVERRIDES)
-    if settings_training:
-        catalog.resolve(preset, settings_training, overrides_source=ENV_OVERRIDES)
     source = "--set" if sets else "--max-runtime/--max-cost/--spot"
-    return catalog.resolve(preset, merge_overrides(settings_training, cli), overrides_source=source)
+    try:
+        return catalog.resolve(preset, merge_overrides(settings_training, cli), overrides_source=source)
+    except TrainpodError:
+        if settings_training:  # raises, naming the environment, when its overrides are bad on their own
+            catalog.resolve(preset, settings_training, overrides_source=ENV_OVERRIDES)
+        raise
 
 
 def show_preset(preset: str, *, config: str | None = None, profile: str | None = None,

@@ -279,7 +279,22 @@ def _ensure_job_image(prep: Prepared, on_line: Callable[[str], None] | None) -> 
     images.push(project, settings, client=client, on_line=on_line)
 
 
+def preflight(prep: Prepared) -> None:
+    """Checks that take seconds, before anything slow or costly: the backend's own (RunPod: the API key),
+    then one bounded request to every S3 bucket the run reads or writes."""
+    from trainpod import storage
+
+    check = getattr(prep.backend, "preflight", None)
+    if check is not None:
+        check(prep.settings)
+    spec = prep.spec
+    job = getattr(spec, "job", None)
+    storage.preflight([spec.storage.dataset, spec.storage.output, getattr(spec, "init_from", None),
+                       getattr(job, "sync_uri", None)], prep.settings)
+
+
 def submit(prep: Prepared, on_line: Callable[[str], None] | None = None) -> tuple[Prepared, RunHandle]:
+    preflight(prep)
     prep = pin_dataset(prep)
     ensure_image(prep, on_line)
     handle = prep.backend.submit(prep.plan, prep.settings)

@@ -11,6 +11,7 @@ Secrets are ``SecretStr``: they print as ``***`` and must never be written to a 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trainpod.errors import ConfigError, available, did_you_mean
+
+log = logging.getLogger(__name__)
 
 PROFILE_DIRS = (Path("profiles"), Path(__file__).resolve().parent / "_defaults")
 
@@ -44,6 +47,18 @@ RUNTIME_VARS = {
     "TRAINPOD_LOG_UPLOAD_SECONDS",
     "TRAINPOD_STOP_GRACE_SECONDS",
     "TRAINPOD_PROFILE",
+    # read by the image, the trainer, jobrun or `trainpod build` (not settings)
+    "TRAINPOD_RUN_ID",
+    "TRAINPOD_HARDWARE",
+    "TRAINPOD_VERSION",
+    "TRAINPOD_PREVIOUS_OUTPUT",
+    "TRAINPOD_DEEPSPEED_CONFIG",
+    "TRAINPOD_EXIT_CODE_DIR",
+    "TRAINPOD_HEALTH_MAX_AGE",
+    "TRAINPOD_SYNC_INTERVAL",
+    "TRAINPOD_LOG_SYNC_INTERVAL",
+    "TRAINPOD_BUILD_CA_BUNDLE",
+    "TRAINPOD_BUILD_WHEELHOUSE",
 }
 
 
@@ -209,8 +224,20 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     return out
 
 
+_warned: set[str] = set()
+
+
+def warn_unknown_env_vars() -> None:
+    """Log each misspelt ``TRAINPOD_*`` variable once per process (every command that reads settings)."""
+    for item in unknown_env_vars():
+        if item not in _warned:
+            _warned.add(item)
+            log.warning("ignoring unknown environment variable %s", item)
+
+
 def load_settings(profile: str | None = None, **cli: Any) -> Settings:
     """Build settings: CLI flags (``cli``, None = not given) > env > profile file > defaults."""
+    warn_unknown_env_vars()
     profile = profile or os.environ.get("TRAINPOD_PROFILE")
     file_values: dict[str, Any] = {}
     if profile:

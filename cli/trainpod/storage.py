@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from trainpod.errors import TrainpodError
 from trainpod.manifest import (
@@ -281,18 +282,19 @@ def _retry_config() -> dict[str, Any]:
     return {"mode": mode, "max_attempts": max(1, attempts)}
 
 
-def s3_client(settings: Settings | None = None, *, workers: int = DEFAULT_WORKERS) -> Any:
+def s3_client(settings: Settings | None = None, *, workers: int = DEFAULT_WORKERS, quick: bool = False) -> Any:
     """A boto3 S3 client from settings (endpoint, region, keys) or the standard credential chain.
 
     Clients are thread-safe and expensive to build (~50 ms), so one is cached per configuration.
+    ``quick``: short timeouts and no retries, for :func:`preflight` only; transfers keep their retries.
     """
     s = _settings(settings)
     key_id = s.aws_access_key_id
     secret = s.aws_secret_access_key.get_secret_value() if s.aws_secret_access_key else None
     token = s.aws_session_token.get_secret_value() if s.aws_session_token else None
-    retries = _retry_config()
+    retries = {"mode": "standard", "max_attempts": 1} if quick else _retry_config()
     cache_key = (s.s3_endpoint_url, s.aws_region, key_id, hashlib.sha256(f"{secret}|{token}".encode()).hexdigest(),
-                 workers, tuple(sorted(retries.items())))
+                 workers, tuple(sorted(retries.items())), quick)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is not None:
@@ -306,8 +308,8 @@ def s3_client(settings: Settings | None = None, *, workers: int = DEFAULT_WORKER
         config = Config(
             retries=retries,  # type: ignore[arg-type]
             max_pool_connections=workers + MULTIPART_CONCURRENCY,
-            connect_timeout=10,
-            read_timeout=120,
+            connect_timeout=PREFLIGHT_TIMEOUT_S if quick else 10,
+            read_timeout=PREFLIGHT_TIMEOUT_S if quick else 120,
             tcp_keepalive=True,
             parameter_validation=False,  # we build every request ourselves; saves client CPU per object
             # Request checksums stay botocore's default (CRC per request, checked by S3); an
@@ -326,6 +328,26 @@ def s3_client(settings: Settings | None = None, *, workers: int = DEFAULT_WORKER
         client = session.client("s3", endpoint_url=s.s3_endpoint_url or None, config=config)
         _clients[cache_key] = client
         return client
+
+
+PREFLIGHT_TIMEOUT_S = 5
+
+
+def preflight(uris: Iterable[str | None], settings: Settings | None = None) -> None:
+    """One quick request per bucket a run will use (ListObjectsV2 of its prefix, the permission sync needs),
+    so a wrong endpoint, rejected credentials or a missing bucket fail in seconds with one clear line, before
+    images are built or pods rented. Short timeouts and no retries apply to this check only."""
+    seen: set[str] = set()
+    for uri in uris:
+        if not uri or not is_s3(uri):
+            continue
+        loc = parse_s3_uri(uri)
+        if loc.bucket in seen:
+            continue
+        seen.add(loc.bucket)
+        client = s3_client(settings, workers=1, quick=True)
+        with _s3_errors(loc.bucket, f"checking access to {loc}"):
+            client.list_objects_v2(Bucket=loc.bucket, Prefix=loc.prefix, MaxKeys=1)
 
 
 def _transfer_config() -> Any:
@@ -351,15 +373,23 @@ def _translate(exc: BaseException, bucket: str, action: str) -> TrainpodError | 
     """Map a botocore failure to a user-facing error naming the bucket and the setting to fix."""
     from botocore import exceptions as bex
 
-    where = f"s3://{bucket}"
+    where = "" if "s3://" in action else f" s3://{bucket}"  # an action naming its URI needs no repeat
     if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
         return TrainpodError(
-            f"{action} {where}: no AWS credentials found",
+            f"{action}{where}: no AWS credentials found",
             "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment",
         )
     if isinstance(exc, bex.EndpointConnectionError | bex.ConnectTimeoutError):
+        url = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url") or ""))
+        endpoint = f"{url.scheme}://{url.netloc}" if url.netloc else "(AWS)"  # not the request's path and query
         return TrainpodError(
-            f"{action} {where}: cannot reach the S3 endpoint ({type(exc).__name__})",
+            f"{action}{where}: cannot reach the S3 endpoint {endpoint} ({type(exc).__name__})",
+            "check TRAINPOD_S3_ENDPOINT_URL / AWS_ENDPOINT_URL (unset it for AWS) and your network",
+        )
+    if isinstance(exc, bex.ReadTimeoutError):
+        url = urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url") or ""))
+        return TrainpodError(
+            f"{action}{where}: the S3 endpoint {url.scheme}://{url.netloc} did not answer (ReadTimeoutError)",
             "check TRAINPOD_S3_ENDPOINT_URL / AWS_ENDPOINT_URL (unset it for AWS) and your network",
         )
     if isinstance(exc, bex.ClientError):
@@ -368,27 +398,27 @@ def _translate(exc: BaseException, bucket: str, action: str) -> TrainpodError | 
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code == "NoSuchBucket":
             return TrainpodError(
-                f"{action} {where}: bucket '{bucket}' does not exist at this endpoint",
+                f"{action}{where}: bucket '{bucket}' does not exist at this endpoint",
                 "create it, fix the URI, or check TRAINPOD_S3_ENDPOINT_URL / AWS_ENDPOINT_URL and AWS_REGION",
             )
         if code in _AUTH_CODES:
             return S3CredentialsError(
-                f"{action} {where}: credentials rejected ({code})",
+                f"{action}{where}: credentials rejected ({code})",
                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN and that "
                 "AWS_ENDPOINT_URL points at the service that issued them",
             )
         if code in {"AccessDenied", "AllAccessDisabled", "403"} or status == 403:
             return S3CredentialsError(
-                f"{action} {where}: access denied",
+                f"{action}{where}: access denied",
                 f"the credentials in AWS_ACCESS_KEY_ID need s3:ListBucket/GetObject/PutObject/DeleteObject on '{bucket}'",
             )
         if code in {"PermanentRedirect", "301", "AuthorizationHeaderMalformedRegion"}:
             return TrainpodError(
-                f"{action} {where}: bucket is in another region", "set AWS_REGION to the bucket's region",
+                f"{action}{where}: bucket is in another region", "set AWS_REGION to the bucket's region",
             )
-        return TrainpodError(f"{action} {where}: S3 error {code or status}: {err.get('Message', '')}".rstrip(": "))
+        return TrainpodError(f"{action}{where}: S3 error {code or status}: {err.get('Message', '')}".rstrip(": "))
     if isinstance(exc, bex.BotoCoreError):
-        return TrainpodError(f"{action} {where}: {type(exc).__name__}: {exc}")
+        return TrainpodError(f"{action}{where}: {type(exc).__name__}: {exc}")
     return None
 
 

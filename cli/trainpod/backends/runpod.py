@@ -309,6 +309,15 @@ class RunPodBackend:
         return env  # S3 credentials: trainpod.credentials (a run-scoped STS session, minted at submit)
 
     # ------------------------------------------------------------------ submit
+    def preflight(self, settings: Settings) -> None:
+        """First thing a real launch checks (before S3, the image build or a pod): the API key is set."""
+        if settings.runpod_api_key is None or not settings.runpod_api_key.get_secret_value():
+            raise UnsupportedError(
+                "--remote runpod needs a RunPod API key, and RUNPOD_API_KEY is not set",
+                "export RUNPOD_API_KEY (RunPod console: Settings > API Keys); it is a secret, so never put it in "
+                "training.toml or a profile file (--dry-run works without it)",
+            )
+
     start_timeout_s = 600.0  # a pod that has not started by then is terminated; the next fallback is tried
     poll_s = 5.0
 

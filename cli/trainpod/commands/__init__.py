@@ -74,6 +74,10 @@ def cli(ctx: click.Context, config: str | None, profile: str | None, verbose: in
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if profile:  # a missing env profile is an error for every command, not only those that read settings
+        from trainpod.settings import find_profile
+
+        find_profile(profile)
     ctx.obj = {"config": config, "profile": profile, "verbose": verbose}
 
 
