@@ -88,7 +88,8 @@ def session_policy(scope: Scope) -> dict[str, Any]:
     """The session policy document: exactly the run's prefixes, nothing else (see the module docstring).
 
     Object ARNs end in ``prefix/*`` (never ``prefix*``: ``runs/r1*`` would also match ``runs/r10/``), and the
-    list condition names ``prefix/`` and ``prefix/*`` only, so listing the bucket root or a sibling is denied.
+    list condition names ``prefix``, ``prefix/`` and ``prefix/*`` only, so listing the bucket root or another prefix
+    is denied.
     """
     statements: list[dict[str, Any]] = []
     if scope.reads:
@@ -100,7 +101,9 @@ def session_policy(scope: Scope) -> dict[str, Any]:
     by_bucket: dict[str, list[str]] = {}
     for uri in (*scope.reads, *scope.writes):
         bucket, key = _split(uri)
-        by_bucket.setdefault(bucket, []).extend([key, key + "*"] if key else ["*"])
+        # trainpod lists a prefix as ``prefix`` (no slash: it also finds one object of that name), ``prefix/`` and
+        # ``prefix/sub``; the bare form also returns keys of siblings that share the string (names, not contents)
+        by_bucket.setdefault(bucket, []).extend([key.rstrip("/"), key, key + "*"] if key else ["*"])
     for i, (bucket, prefixes) in enumerate(sorted(by_bucket.items())):
         statements.append({"Sid": f"ListRunPrefixes{i}", "Effect": "Allow", "Action": ["s3:ListBucket"],
                            "Resource": [f"arn:aws:s3:::{bucket}"],

@@ -628,17 +628,33 @@ class S3Store(Store):
             try:
                 self.client.head_object(Bucket=self.bucket, Key=self.loc.key(rel))
             except Exception as exc:
-                if _is_not_found(exc):
+                if self._absent(self.loc.key(rel), exc):
                     return False
                 raise
         return True
+
+    def _absent(self, key: str, exc: BaseException) -> bool:
+        """Is ``exc`` (from a HEAD/GET of ``key``) "no such object"? S3 answers 404 only to a caller that may list
+        the bucket; to a run-scoped session (ListBucket limited by ``s3:prefix``, trainpod.credentials) it answers
+        403 for a missing key, so a 403 is confirmed absent by listing that exact key, which the session may do."""
+        if _is_not_found(exc):
+            return True
+        from botocore.exceptions import ClientError
+
+        if not (isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403):
+            return False
+        try:
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except Exception:
+            return False  # not allowed to list it either: a real denial
+        return not any(o.get("Key") == key for o in listed.get("Contents", []))
 
     def read_bytes(self, rel: str) -> bytes | None:
         def get() -> bytes | None:
             try:
                 resp = self.client.get_object(Bucket=self.bucket, Key=self.loc.key(rel))
             except Exception as exc:
-                if _is_not_found(exc):
+                if self._absent(self.loc.key(rel), exc):
                     return None
                 raise
             return resp["Body"].read()

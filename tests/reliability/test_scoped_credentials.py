@@ -47,6 +47,7 @@ attempt("read dataset", lambda: storage.sync_down(dataset, work))
 attempt("write run", lambda: storage.write_bytes(run + "/probe.txt", b"mine"))
 attempt("read run", lambda: storage.read_bytes(run + "/probe.txt") == b"mine" or 1 / 0)
 attempt("list run", lambda: storage.open_store(run).list())
+attempt("missing key in run reads as absent", lambda: storage.exists(run + "/DONE") is False or 1 / 0)
 attempt("delete in run", lambda: storage.delete(run + "/probe.txt"))
 attempt("read other run", lambda: storage.read_bytes(other + "/adapter.safetensors"))
 attempt("write other run", lambda: storage.write_bytes(other + "/evil.txt", b"x"))
@@ -62,7 +63,7 @@ except ClientError as exc:
 attempt("list bucket root", lambda: storage.open_store(f"s3://{bucket}").list())
 print(json.dumps(results))
 """
-ALLOWED = ("read dataset", "write run", "read run", "list run", "delete in run")
+ALLOWED = ("read dataset", "write run", "read run", "list run", "missing key in run reads as absent", "delete in run")
 DENIED = ("read other run", "write other run", "write dataset", "delete dataset")
 
 
@@ -111,6 +112,7 @@ def test_minted_session_reads_its_dataset_writes_its_run_and_is_denied_elsewhere
     assert results == {**dict.fromkeys(ALLOWED, "allowed"), **dict.fromkeys(DENIED, "denied"),
                        "list bucket root": results["list bucket root"]}, results
     assert (tmp_path / "d" / "train.jsonl").is_file()
+    assert sts_s3.proxy.denied_missing >= 1  # the missing DONE got AWS's 403, and still read as absent
     # the denied writes left nothing behind; the user's own keys still see the untouched dataset
     keys = {o["Key"] for o in sts_s3.client().list_objects_v2(Bucket=sts_s3.bucket)["Contents"]}
     assert "trainpod/runs/someone-else/evil.txt" not in keys and "datasets/sample/train.jsonl" in keys

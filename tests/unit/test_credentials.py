@@ -48,11 +48,12 @@ def test_session_policy_is_exactly_the_runs_prefixes():
              "Resource": [f"arn:aws:s3:::bkt/trainpod/runs/{RUN_ID}/*"]},
             {"Sid": "ListRunPrefixes0", "Effect": "Allow", "Action": ["s3:ListBucket"],
              "Resource": ["arn:aws:s3:::bkt"],
-             "Condition": {"StringLike": {"s3:prefix": ["datasets/oracle/", "datasets/oracle/*",
-                                                        f"trainpod/runs/{RUN_ID}/", f"trainpod/runs/{RUN_ID}/*"]}}},
+             "Condition": {"StringLike": {"s3:prefix": ["datasets/oracle", "datasets/oracle/", "datasets/oracle/*",
+                                                        f"trainpod/runs/{RUN_ID}", f"trainpod/runs/{RUN_ID}/",
+                                                        f"trainpod/runs/{RUN_ID}/*"]}}},
             {"Sid": "ListRunPrefixes1", "Effect": "Allow", "Action": ["s3:ListBucket"],
              "Resource": ["arn:aws:s3:::other"],
-             "Condition": {"StringLike": {"s3:prefix": ["stage1/", "stage1/*"]}}},
+             "Condition": {"StringLike": {"s3:prefix": ["stage1", "stage1/", "stage1/*"]}}},
         ],
     }
     text = json.dumps(policy)
