@@ -17,7 +17,7 @@ import pytest
 from tests.fixtures.runpod import launch_and_preempt, pod_chain
 from tests.integration.test_runpod_chain import OVERLAY, STEPS
 
-pytestmark = [pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3, pytest.mark.train]
+pytestmark = [pytest.mark.chaos, pytest.mark.runpod, pytest.mark.docker, pytest.mark.s3, pytest.mark.train]
 
 
 @pytest.fixture
@@ -32,14 +32,18 @@ def scoped_chain(tmp_path, sts_s3, fake_runpod, docker_env, cpu_image, monkeypat
 
 
 def test_pod_chain_trains_checkpoints_resumes_and_finishes_with_scoped_sessions(scoped_chain, sts_s3, tmp_path,
-                                                                                docker_env):
+                                                                                docker_env, chaos_record):
     user_key, user_secret = sts_s3.user
     rc, out, err = launch_and_preempt(scoped_chain, sts_s3, ["launch", "smoke-pod", "--remote", "runpod", "--spot",
                                                              "--max-runtime", "10"],
                                       "checkpoints/step-00000002/manifest.json")
+    pods = list(scoped_chain.pods.values())
+    chaos_record("RunPod chain with scoped sessions (IAM-enforcing moto): train, preempt, resume, DONE", 1,
+                 int(rc == 0 and len(pods) == 2), f"exit {rc}; {len(pods)} pods, {len(sts_s3.proxy.policies)} "
+                 f"sessions minted; {sts_s3.proxy.denied_missing} AWS-style 403s for missing keys read as absent")
     assert rc == 0, out + err
     assert "preempted: relaunching" in out
-    first, second = scoped_chain.pods.values()
+    first, second = pods
     assert (second.status, second.terminated_by) == ("TERMINATED", "pod")
     for pod in (first, second):  # a session each: an ASIA key, a token, an expiry; never the user's keys
         assert pod.env["AWS_ACCESS_KEY_ID"].startswith("ASIA") and pod.env["AWS_SESSION_TOKEN"]
@@ -71,4 +75,7 @@ def test_pod_chain_trains_checkpoints_resumes_and_finishes_with_scoped_sessions(
     image = docker_env.client().images.get(first.image)
     places["image config"] = json.dumps(image.attrs).encode()
     hits = [where for where, data in places.items() if user_secret.encode() in data or user_key.encode() in data]
+    chaos_record("canary: the user's AWS key in pod envs / CLI output / run registry / S3 objects / registry "
+                 "auth / image config", len(places), len(places) - len(hits),
+                 f"{len(hits)} hits in {len(places)} places ({sum(map(len, places.values())) // 1024} KiB)")
     assert len(places) > 20 and hits == [], hits
