@@ -9,8 +9,9 @@ trainpod runs a ``[jobs.NAME]`` command with these environment variables set (lo
     TRAINPOD_STOP_GRACE_SECONDS  how long you have after SIGTERM to checkpoint and exit
 
 SIGTERM means "checkpoint now, then exit" (exit code :data:`EXIT_STOPPED`); a checkpoint counts only once its
-manifest is written, last. Nothing here imports beyond the stdlib and :mod:`trainpod.manifest` (also stdlib),
-so the helper is cheap to import and safe to vendor into a project: copy this file and manifest.py.
+manifest is written, last. Nothing here imports beyond the stdlib, :mod:`trainpod.contract` and
+:mod:`trainpod.manifest` (both stdlib only), so the helper is cheap to import and safe to vendor into a project:
+copy this file, contract.py and manifest.py.
 
     from trainpod import contrib
     contrib.install_stop_handler()
@@ -35,15 +36,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from trainpod.contract import (
+    ENV_DATA_DIR,
+    ENV_OUTPUT_DIR,
+    ENV_PREVIOUS_OUTPUT,
+    ENV_RESUME_DIR,
+    ENV_STOP_GRACE,
+)
+from trainpod.contract import EXIT_STOPPED as CONTRACT_EXIT_STOPPED
 from trainpod.manifest import checkpoint_name, checkpoint_step, list_checkpoints, verify_dir, write_manifest
 
-DATA_ENV = "TRAINPOD_DATA_DIR"
-OUTPUT_ENV = "TRAINPOD_OUTPUT_DIR"
-RESUME_ENV = "TRAINPOD_RESUME_DIR"
-PREVIOUS_ENV = "TRAINPOD_PREVIOUS_OUTPUT"
-GRACE_ENV = "TRAINPOD_STOP_GRACE_SECONDS"
-# the same code the built-in trainer uses for "stopped after a complete checkpoint" (backends read it)
-EXIT_STOPPED = 3
+# the contract's names, under the short names job code uses (trainpod.contract holds the values)
+DATA_ENV = ENV_DATA_DIR
+OUTPUT_ENV = ENV_OUTPUT_DIR
+RESUME_ENV = ENV_RESUME_DIR
+PREVIOUS_ENV = ENV_PREVIOUS_OUTPUT
+GRACE_ENV = ENV_STOP_GRACE
+# "stopped after a complete checkpoint": the built-in trainer's code too (backends read it as resumable)
+EXIT_STOPPED = CONTRACT_EXIT_STOPPED
 
 _stop = threading.Event()
 

@@ -584,7 +584,6 @@ def build_and_push(target: str | None, *, hardware: str | None = None, settings:
 
 # --------------------------------------------------------------------------------------------- project layer
 PROJECT_DOCKERFILE = IMAGES_DIR / "Dockerfile.project"
-PROJECT_TARGET = "/opt/project"
 PROJECT_CONTENT_LABEL = "dev.trainpod.project-content-hash"
 _ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".venv", ".trainpod")
 

@@ -28,14 +28,30 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from trainpod.contrib import DATA_ENV, EXIT_STOPPED, GRACE_ENV, OUTPUT_ENV, PREVIOUS_ENV, RESUME_ENV
+from trainpod.contract import (
+    DONE,
+    ENV_DATA_DIR,
+    ENV_LOG_SYNC_INTERVAL,
+    ENV_OUTPUT_DIR,
+    ENV_PREVIOUS_OUTPUT,
+    ENV_RESUME_DIR,
+    ENV_RUN_ID,
+    ENV_STOP_GRACE,
+    ENV_SYNC_INTERVAL,
+    EXIT_STOPPED,
+    LOGS_DIR,
+    POD_EXIT,
+    STATUS_JSON,
+    TRAIN_LOG,
+    shell_exit_code,
+)
 from trainpod.errors import ConfigError
 from trainpod.jobs import JobRunSpec, JobSpec
 from trainpod.manifest import MANIFEST_NAME, atomic_write_bytes, latest_complete
 from trainpod.spec import SPEC_ENV
 
-SYNC_INTERVAL_ENV = "TRAINPOD_SYNC_INTERVAL"
-LOG_SYNC_INTERVAL_ENV = "TRAINPOD_LOG_SYNC_INTERVAL"
+SYNC_INTERVAL_ENV = ENV_SYNC_INTERVAL
+LOG_SYNC_INTERVAL_ENV = ENV_LOG_SYNC_INTERVAL
 
 
 def _log(msg: str) -> None:
@@ -65,7 +81,7 @@ def _data_dir(job: JobSpec, run_id: str) -> str | None:
 # what a resumed run on a new machine does not take back from its mirror: checkpoints (only the one it resumes from
 # is fetched), sync bookkeeping, and the previous attempt's end markers
 _NOT_RESTORED = ("checkpoints/", ".trainpod/")
-_NOT_RESTORED_FILES = ("DONE", "POD_EXIT", "status.json")
+_NOT_RESTORED_FILES = (DONE, POD_EXIT, STATUS_JSON)
 
 
 def _restore_outputs(uri: str, out: Path) -> int:
@@ -115,7 +131,7 @@ class _Mirror:
     The whole dir goes up every ``interval`` seconds; the log and status.json, which `trainpod runs logs -f` and
     `runs status` read from S3, every ``live_interval`` seconds when they changed (as the built-in trainer does)."""
 
-    LIVE = ("logs/train.log", "status.json")
+    LIVE = (TRAIN_LOG, STATUS_JSON)
 
     def __init__(self, out: Path, uri: str, interval: float, live_interval: float = 10.0):
         from trainpod.storage import open_store
@@ -152,10 +168,10 @@ class _Mirror:
         from trainpod.storage import sync_up
 
         last = sorted(p.relative_to(self.out).as_posix() for p in self.out.glob(f"checkpoints/*/{MANIFEST_NAME}"))
-        if final and (self.out / "DONE").exists():
-            last.append("DONE")
+        if final and (self.out / DONE).exists():
+            last.append(DONE)
         with self._lock:
-            sync_up(self.out, self.uri, exclude=("DONE",) if not final else (), last=last)
+            sync_up(self.out, self.uri, exclude=(DONE,) if not final else (), last=last)
 
     def close(self) -> None:
         self._stop.set()
@@ -166,19 +182,19 @@ class _Mirror:
 def run(spec: JobRunSpec) -> int:
     job = spec.job
     out = Path(spec.storage.output)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    (out / "DONE").unlink(missing_ok=True)
-    atomic_write_bytes(out / "status.json", json.dumps({"state": "running", "run_id": spec.run_id}).encode())
-    env = {**os.environ, **job.env, OUTPUT_ENV: str(out), GRACE_ENV: f"{spec.stop_grace_seconds:g}",
-           "TRAINPOD_RUN_ID": spec.run_id}
+    (out / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+    (out / DONE).unlink(missing_ok=True)
+    atomic_write_bytes(out / STATUS_JSON, json.dumps({"state": "running", "run_id": spec.run_id}).encode())
+    env = {**os.environ, **job.env, ENV_OUTPUT_DIR: str(out), ENV_STOP_GRACE: f"{spec.stop_grace_seconds:g}",
+           ENV_RUN_ID: spec.run_id}
     env.pop(SPEC_ENV, None)  # the command gets the contract, not trainpod's internal spec
     data = _data_dir(job, spec.run_id)
-    for var, value in ((DATA_ENV, data), (PREVIOUS_ENV, job.previous_output)):
+    for var, value in ((ENV_DATA_DIR, data), (ENV_PREVIOUS_OUTPUT, job.previous_output)):
         if value:
             env[var] = value
     resume = _resume_dir(job, out, spec.resume)
     if resume is not None:
-        env[RESUME_ENV] = str(resume)
+        env[ENV_RESUME_DIR] = str(resume)
         _log(f"resuming from {resume}")
     mirror = None
     if job.sync_uri:
@@ -215,28 +231,27 @@ def run(spec: JobRunSpec) -> int:
         guard.start()
 
     assert proc.stdout is not None
-    with open(out / "logs" / "train.log", "ab") as log:
+    with open(out / TRAIN_LOG, "ab") as log:
         for line in proc.stdout:
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
             log.write(line)
             log.flush()
-    code = proc.wait()
-    code = 128 - code if code < 0 else code
+    code = shell_exit_code(proc.wait())
     reason = "finished" if code == 0 else ("stopped after a checkpoint" if code == EXIT_STOPPED else f"exit {code}")
-    atomic_write_bytes(out / "status.json", json.dumps({"state": "exited", "exit_code": code, "reason": reason,
+    atomic_write_bytes(out / STATUS_JSON, json.dumps({"state": "exited", "exit_code": code, "reason": reason,
                                                         "run_id": spec.run_id}).encode())
     if code == 0:
-        atomic_write_bytes(out / "DONE", f"{spec.run_id}\n".encode())
+        atomic_write_bytes(out / DONE, f"{spec.run_id}\n".encode())
     if data and data != job.data:  # a pulled copy: do not let container disks / /tmp fill up across runs
         shutil.rmtree(data, ignore_errors=True)
     if mirror is not None:
         try:
             mirror.close()
         except Exception as exc:  # outputs that are not in S3 are not done: say so, and do not claim DONE
-            (out / "DONE").unlink(missing_ok=True)
+            (out / DONE).unlink(missing_ok=True)
             reason = f"final sync to {job.sync_uri} failed: {exc}"
-            atomic_write_bytes(out / "status.json", json.dumps({"state": "exited", "exit_code": 1, "reason": reason,
+            atomic_write_bytes(out / STATUS_JSON, json.dumps({"state": "exited", "exit_code": 1, "reason": reason,
                                                                 "run_id": spec.run_id}).encode())
             _log(reason)
             return code or 1

@@ -32,7 +32,6 @@ from trainpod.backends.docker import (
     LABEL_PREFIX,
     OUTPUT_TARGET,
     PREVIOUS_TARGET,
-    SECRET_ENV,
     DockerBackend,
     _scrub,
     docker_run_line,
@@ -40,6 +39,16 @@ from trainpod.backends.docker import (
 from trainpod.backends.local import LocalBackend, _children
 from trainpod.backends.runpod import RunPodBackend
 from trainpod.config.schema import Hardware, Job, Strict, TrainingConfig
+from trainpod.contract import (
+    ENV_RUN_SPEC,
+    ENV_STOP_GRACE,
+    POD_OUTPUT,
+    PROJECT_TARGET,
+    WORKSPACE,
+    s3_env,
+    secret_env_names,
+    secret_env_values,
+)
 from trainpod.errors import ConfigError, TrainpodError, UnsupportedError
 from trainpod.runs import RunRegistry
 from trainpod.settings import Settings
@@ -49,7 +58,6 @@ if TYPE_CHECKING:
     from trainpod.launcher import LaunchRequest, Prepared
 
 SPEC_NAME = "job_spec.json"
-POD_OUTPUT = "/workspace/output"  # pod-local scratch; the run's output is its S3 mirror (job.sync_uri)
 SUPERVISOR = ["-m", "trainpod.jobrun"]
 
 
@@ -240,7 +248,6 @@ class JobDockerBackend(DockerBackend):
         reasons = self.unsupported(spec)
         if reasons:
             raise UnsupportedError("docker backend cannot run this job: " + "; ".join(reasons))
-        from trainpod.images import PROJECT_TARGET
 
         job = _job(spec)
         assert spec.image is not None
@@ -256,14 +263,11 @@ class JobDockerBackend(DockerBackend):
         inner_job = job.model_copy(update={"project_dir": PROJECT_TARGET, "data": data, "previous_output": previous})
         inner = spec.model_copy(update={"job": inner_job,
                                         "storage": StorageURIs(dataset=data or "", output=OUTPUT_TARGET)})
-        env = {"TRAINPOD_RUN_SPEC": inner.to_json(), "PYTHONUNBUFFERED": "1"}
-        for name, var in (("s3_endpoint_url", "AWS_ENDPOINT_URL"), ("aws_region", "AWS_DEFAULT_REGION"),
-                          ("aws_access_key_id", "AWS_ACCESS_KEY_ID")):
-            if getattr(settings, name):
-                env[var] = getattr(settings, name)
+        env = {ENV_RUN_SPEC: inner.to_json(), "PYTHONUNBUFFERED": "1"}
+        env.update(s3_env(settings))
         user = None if self.uid == 0 else f"{self.uid}:{self.gid}"
         if user:
-            env["HOME"] = "/workspace"
+            env["HOME"] = WORKSPACE
         request: dict[str, Any] = {
             "image": spec.image, "name": spec.run_id, "command": ["python", *SUPERVISOR],
             "working_dir": PROJECT_TARGET, "network_mode": "host", "stop_signal": "SIGTERM",
@@ -371,7 +375,6 @@ class JobRunPodBackend(RunPodBackend):
             pod_name,
         )
         from trainpod.backends.runpod_api import PodRequest
-        from trainpod.images import PROJECT_TARGET
 
         reasons = self.unsupported(spec, cpu_stand_in=settings.runpod_cpu_stand_in)
         if reasons:
@@ -389,11 +392,8 @@ class JobRunPodBackend(RunPodBackend):
             "job": job.model_copy(update={"project_dir": PROJECT_TARGET}),
             "storage": StorageURIs(dataset=job.data or "", output=POD_OUTPUT)})
         command = [*POD_SUPERVISOR, "python", *SUPERVISOR]
-        env = {**hw.env, "TRAINPOD_RUN_SPEC": inner.to_json(), "PYTHONUNBUFFERED": "1",
-               "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}"}
-        for name, var in (("s3_endpoint_url", "TRAINPOD_S3_ENDPOINT_URL"), ("aws_region", "AWS_REGION")):
-            if getattr(settings, name):
-                env[var] = getattr(settings, name)
+        env = {**hw.env, ENV_RUN_SPEC: inner.to_json(), "PYTHONUNBUFFERED": "1",
+               ENV_STOP_GRACE: f"{spec.stop_grace_seconds:g}", **s3_env(settings, key_id=False)}
         secret_names = credentials.pod_secret_names(spec, settings)  # S3: a run-scoped session minted at submit
         cloud = RunPodBackend._cloud_type(settings, hw.runpod_cloud_type)
         price = hw.price_per_gpu_hour
@@ -463,9 +463,8 @@ class JobRunPodBackend(RunPodBackend):
 
 
 def _secret_names(settings: Settings) -> list[str]:
-    return sorted(v for f, v in SECRET_ENV.items() if f in settings.secrets())
+    return secret_env_names(settings.secrets())
 
 
 def _secret_values(plan: LaunchPlan, settings: Settings) -> dict[str, str]:
-    secrets = settings.secrets()
-    return {var: secrets[f] for f, var in SECRET_ENV.items() if var in plan.secret_env and f in secrets}
+    return secret_env_values(plan.secret_env, settings.secrets())

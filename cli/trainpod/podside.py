@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
+from trainpod.contract import DONE, POD_EXIT, shell_exit_code
 from trainpod.credentials import stop_before_expiry
 from trainpod.errors import TrainpodError
 from trainpod.redact import install_log_redaction
@@ -50,7 +51,7 @@ from trainpod.spec import SPEC_ENV, RunSpec, utcnow_iso
 
 log = logging.getLogger("trainpod.podside")
 
-EXIT_MARKER = "POD_EXIT"
+EXIT_MARKER = POD_EXIT
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOPPED = 3  # trainpod_trainer.exitcodes.STOPPED: a coordinated stop after a checkpoint
 
@@ -186,7 +187,7 @@ class Supervisor:
 
     @property
     def done_marker(self) -> str:
-        return output_uri(self.spec) + "/DONE"
+        return output_uri(self.spec) + "/" + DONE
 
     # ------------------------------------------------------------------ the story
     def run(self) -> int:
@@ -356,9 +357,7 @@ def load_spec(path: str | None) -> RunSpec:
     return RunSpec.load(path)
 
 
-def _exit_code(returncode: int) -> int:
-    """Popen's -N (killed by signal N) becomes the shell's 128+N."""
-    return 128 - returncode if returncode < 0 else returncode
+_exit_code = shell_exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,21 +11,13 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 
+from trainpod.contract import SECRETS
+
 REDACTED = "***"
 
-# Environment names whose values are secrets. Anything matching these suffixes counts as well.
-SECRET_ENV_NAMES = frozenset(
-    {
-        "RUNPOD_API_KEY",
-        "TRAINPOD_RUNPOD_API_KEY",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "WANDB_API_KEY",
-        "TRAINPOD_REGISTRY_PASSWORD",
-    }
-)
+# Environment names whose values are secrets (the contract's table, plus the aliases Settings reads them from).
+# Anything matching these suffixes counts as well.
+SECRET_ENV_NAMES = frozenset({*SECRETS.values(), "TRAINPOD_RUNPOD_API_KEY", "HUGGING_FACE_HUB_TOKEN"})
 _SECRET_SUFFIXES = ("_API_KEY", "_SECRET_ACCESS_KEY", "_TOKEN", "_PASSWORD", "_SECRET")
 _MIN_LEN = 4  # shorter values would redact ordinary words
 

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainpod.contract import ENV_PROFILE, RUNTIME_VARS, SECRETS
 from trainpod.errors import ConfigError, available, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -26,40 +27,8 @@ log = logging.getLogger(__name__)
 PROFILE_DIRS = (Path("profiles"), Path(__file__).resolve().parent / "_defaults")
 
 # Names a profile file may never hold: they are secrets and belong in the environment
-# (or a secret store), not in files that get committed or copied into images.
-SECRET_FIELDS = (
-    "runpod_api_key",
-    "aws_secret_access_key",
-    "aws_session_token",
-    "hf_token",
-    "wandb_api_key",
-    "registry_password",
-    "registry_pull_password",
-)
-# TRAINPOD_* variables that are part of the container contract rather than settings.
-RUNTIME_VARS = {
-    "TRAINPOD_RUN_SPEC",
-    "TRAINPOD_GIT_COMMIT",
-    "TRAINPOD_DATA_DIR",
-    "TRAINPOD_OUTPUT_DIR",
-    "TRAINPOD_RESUME_DIR",
-    "TRAINPOD_WORK_DIR",
-    "TRAINPOD_LOG_UPLOAD_SECONDS",
-    "TRAINPOD_STOP_GRACE_SECONDS",
-    "TRAINPOD_PROFILE",
-    # read by the image, the trainer, jobrun or `trainpod build` (not settings)
-    "TRAINPOD_RUN_ID",
-    "TRAINPOD_HARDWARE",
-    "TRAINPOD_VERSION",
-    "TRAINPOD_PREVIOUS_OUTPUT",
-    "TRAINPOD_DEEPSPEED_CONFIG",
-    "TRAINPOD_EXIT_CODE_DIR",
-    "TRAINPOD_HEALTH_MAX_AGE",
-    "TRAINPOD_SYNC_INTERVAL",
-    "TRAINPOD_LOG_SYNC_INTERVAL",
-    "TRAINPOD_BUILD_CA_BUNDLE",
-    "TRAINPOD_BUILD_WHEELHOUSE",
-}
+# (or a secret store), not in files that get committed or copied into images (trainpod.contract.SECRETS).
+SECRET_FIELDS = tuple(SECRETS)
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -238,7 +207,7 @@ def warn_unknown_env_vars() -> None:
 def load_settings(profile: str | None = None, **cli: Any) -> Settings:
     """Build settings: CLI flags (``cli``, None = not given) > env > profile file > defaults."""
     warn_unknown_env_vars()
-    profile = profile or os.environ.get("TRAINPOD_PROFILE")
+    profile = profile or os.environ.get(ENV_PROFILE)
     file_values: dict[str, Any] = {}
     if profile:
         path = find_profile(profile)

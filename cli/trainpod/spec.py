@@ -19,9 +19,10 @@ from pydantic import Field, ValidationError
 
 from trainpod import __version__
 from trainpod.config.schema import Remote, Strict, TrainingConfig
+from trainpod.contract import CHECKPOINTS_DIR, DONE, ENV_GIT_COMMIT, ENV_RUN_SPEC, LOGS_DIR
 from trainpod.errors import ConfigError
 
-SPEC_ENV = "TRAINPOD_RUN_SPEC"
+SPEC_ENV = ENV_RUN_SPEC
 SCHEMA_VERSION = 1
 
 
@@ -46,15 +47,15 @@ class StorageURIs(Strict):
 
     @property
     def checkpoints(self) -> str:
-        return self.output.rstrip("/") + "/checkpoints"
+        return self.output.rstrip("/") + "/" + CHECKPOINTS_DIR
 
     @property
     def logs(self) -> str:
-        return self.output.rstrip("/") + "/logs"
+        return self.output.rstrip("/") + "/" + LOGS_DIR
 
     @property
     def done_marker(self) -> str:
-        return self.output.rstrip("/") + "/DONE"
+        return self.output.rstrip("/") + "/" + DONE
 
 
 class RunSpec(Strict):
@@ -128,7 +129,7 @@ def utcnow_iso() -> str:
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
     """The commit of the source tree (``TRAINPOD_GIT_COMMIT`` inside images), or None."""
-    env = os.environ.get("TRAINPOD_GIT_COMMIT")
+    env = os.environ.get(ENV_GIT_COMMIT)
     if env:
         return env
     try:

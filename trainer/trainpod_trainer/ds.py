@@ -28,9 +28,10 @@ from typing import Any
 
 from trainpod.config.loader import DEFAULTS_DIR
 from trainpod.config.schema import TrainingConfig
+from trainpod.contract import ENV_DEEPSPEED_CONFIG
 from trainpod.errors import ConfigError
 
-CONFIG_ENV = "TRAINPOD_DEEPSPEED_CONFIG"
+CONFIG_ENV = ENV_DEEPSPEED_CONFIG
 AUTO = "auto"
 
 

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from trainpod.contract import ENV_DATA_DIR
 from trainpod.errors import TrainpodError
 from trainpod.spec import RunSpec
 from trainpod_trainer.data import collate, load_split, pack, render
@@ -68,7 +69,7 @@ def evaluate_output(output_dir: str | os.PathLike[str], *, samples: int = 8, spl
     split_file = {"test": ds.test, "val": ds.val, "train": ds.train}[split]
     if not split_file:
         raise TrainpodError(f"dataset '{cfg.dataset_name}' has no {split} split", "use --split val or train")
-    root = Path(data_dir or os.environ.get("TRAINPOD_DATA_DIR") or spec.storage.dataset)
+    root = Path(data_dir or os.environ.get(ENV_DATA_DIR) or spec.storage.dataset)
     if str(root).startswith("s3://"):
         raise TrainpodError(f"dataset {root} is in S3", "pull it first (`trainpod data pull`) and pass --data DIR")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -25,9 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from trainpod.contract import ENV_EXIT_CODE_DIR
 from trainpod_trainer import exitcodes
 
-EXIT_DIR_ENV = "TRAINPOD_EXIT_CODE_DIR"
+EXIT_DIR_ENV = ENV_EXIT_CODE_DIR
 SEVERITY = (exitcodes.FAILED, exitcodes.BAD_INPUT, exitcodes.MEMORY, exitcodes.STOPPED, exitcodes.OK)
 
 

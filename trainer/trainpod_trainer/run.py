@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainpod.contract import DONE, ENV_DATA_DIR, ENV_OUTPUT_DIR
 from trainpod.errors import TrainpodError
 from trainpod.manifest import atomic_write_bytes, checkpoint_name, list_checkpoints
 from trainpod.redact import RedactingFilter, redact_text
@@ -48,7 +49,7 @@ from trainpod_trainer.sink import Sink, sink_for, work_dir
 log = logging.getLogger("trainpod_trainer")
 
 STATUS_FILE = "status.json"
-DONE_FILE = "DONE"
+DONE_FILE = DONE
 METADATA_FILE = "metadata.json"
 METADATA_SCHEMA_VERSION = 1  # metadata.json's layout; bump when a key changes meaning or moves
 SPEC_FILE = "run_spec.json"
@@ -153,8 +154,8 @@ class Run:
     def __init__(self, spec: RunSpec, dist: Dist):
         self.spec, self.cfg, self.dist = spec, spec.config, dist
         self.hp = spec.config.hyperparameters
-        self.output = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output", spec.run_id)
-        self.data_dir = local_path(spec.storage.dataset, "TRAINPOD_DATA_DIR", "storage.dataset", spec.run_id)
+        self.output = local_path(spec.storage.output, ENV_OUTPUT_DIR, "storage.output", spec.run_id)
+        self.data_dir = local_path(spec.storage.dataset, ENV_DATA_DIR, "storage.dataset", spec.run_id)
         self.checkpoints = self.output / "checkpoints"
         self.sink: Sink = sink_for(spec)
         self.stop_signal: str | None = None
@@ -828,7 +829,7 @@ def _disk_full_message(exc: BaseException, spec: RunSpec) -> str | None:
     while chain is not None and not full:
         full = isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT)
         chain = chain.__cause__ or chain.__context__
-    out = os.environ.get("TRAINPOD_OUTPUT_DIR") or spec.storage.output
+    out = os.environ.get(ENV_OUTPUT_DIR) or spec.storage.output
     if not full and not out.startswith("s3://"):
         with contextlib.suppress(OSError):
             st = os.statvfs(out)
@@ -848,7 +849,7 @@ def _fail(spec: RunSpec, code: int, message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
     if int(os.environ.get("RANK", 0)) == 0:
         try:
-            out = local_path(spec.storage.output, "TRAINPOD_OUTPUT_DIR", "storage.output", spec.run_id)
+            out = local_path(spec.storage.output, ENV_OUTPUT_DIR, "storage.output", spec.run_id)
             if out.is_dir():
                 write_status(out, state="failed", exit_code=code, reason=message.splitlines()[0],
                              run_id=spec.run_id)

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from trainpod.contract import DONE, ENV_LOG_UPLOAD, ENV_WORK_DIR
 from trainpod.errors import TrainpodError
 from trainpod.spec import RunSpec
 
@@ -36,7 +37,7 @@ log = logging.getLogger("trainpod_trainer.sink")
 LIVE_FILES = ("status.json", "logs/train.log", "logs/metrics.jsonl")
 # Earlier attempts' logs, brought back on resume so the resumed run appends rather than replaces.
 RESTORED_FILES = ("logs/train.log", "logs/metrics.jsonl")
-LOG_UPLOAD_ENV = "TRAINPOD_LOG_UPLOAD_SECONDS"
+LOG_UPLOAD_ENV = ENV_LOG_UPLOAD
 DEFAULT_LOG_UPLOAD_SECONDS = 10.0
 
 
@@ -45,7 +46,7 @@ def work_dir(run_id: str) -> Path:
 
     The path depends only on the run id, so every rank of one pod (and a restarted container with
     the same disk) finds the same directory."""
-    base = os.environ.get("TRAINPOD_WORK_DIR")
+    base = os.environ.get(ENV_WORK_DIR)
     return Path(base) if base else Path(tempfile.gettempdir()) / "trainpod-work" / run_id
 
 
@@ -112,7 +113,7 @@ class S3Sink(Sink):
 
         self.output = output
         self.store = storage.open_store(self.spec.storage.output, self.settings)
-        if self.store.exists("DONE"):
+        if self.store.exists(DONE):
             return True
         if self.spec.resume:
             for rel in RESTORED_FILES:
@@ -170,7 +171,7 @@ class S3Sink(Sink):
 
         self._finish_uploads(raise_errors=True)
         storage.sync_up(output_dir, self.spec.storage.output, self.settings,
-                        exclude=("checkpoints/",), last=("DONE",))
+                        exclude=("checkpoints/",), last=(DONE,))
         self.finished = True
         log.info("outputs uploaded to %s (DONE last)", self.spec.storage.output)
 

@@ -9,17 +9,14 @@ as it will be sent. Secret values never enter a plan: ``secret_env`` names the v
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trainpod.contract import RunState
+from trainpod.redact import REDACTED
 from trainpod.settings import Settings
 from trainpod.spec import RunSpec
-
-REDACTED = "***"
-
-RunState = Literal["pending", "running", "succeeded", "failed", "cancelled", "preempted", "unknown"]
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class Mount(BaseModel):

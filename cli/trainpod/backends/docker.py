@@ -24,30 +24,32 @@ from pathlib import Path
 from typing import Any
 
 from trainpod.backends.base import REDACTED, LaunchPlan, Mount, RunHandle, RunStatus
+from trainpod.contract import (
+    CACHE_TARGET,
+    DATA_TARGET,
+    DONE,
+    ENV_OUTPUT_DIR,
+    ENV_RUN_SPEC,
+    ENV_STOP_GRACE,
+    IMAGE_UID,
+    OUTPUT_TARGET,
+    POD_OUTPUT,
+    PREVIOUS_TARGET,
+    STATUS_JSON,
+    WORKSPACE,
+    exit_detail,
+    s3_env,
+    secret_env_names,
+    secret_env_values,
+    state_after_exit,
+)
 from trainpod.errors import TrainpodError, UnsupportedError
 from trainpod.launchcmd import trainer_command
 from trainpod.runs import RunRegistry
 from trainpod.settings import Settings
 from trainpod.spec import RunSpec, StorageURIs, utcnow_iso
 
-DATA_TARGET = "/data"
-OUTPUT_TARGET = "/output"
-CACHE_TARGET = "/cache/huggingface"
-PREVIOUS_TARGET = "/previous"  # the same mount point trainpod.jobs gives a pipeline's previous stage output
-IMAGE_UID = 1000  # the image's `trainpod` user (images/Dockerfile.*)
 LABEL_PREFIX = "dev.trainpod"
-# trainpod_trainer.exitcodes (the CLI never imports the trainer package, so the contract is restated here)
-TRAINER_EXIT_STOPPED = 3
-TRAINER_EXIT_DETAIL = {1: "trainer crashed: see `trainpod runs logs`", 2: "bad input: see `trainpod runs logs`",
-                       4: "memory guard stopped training after a checkpoint; use a smaller profile",
-                       137: "killed (SIGKILL / out of memory)"}
-# settings field -> environment name inside the container (only what the trainer can use)
-SECRET_ENV = {
-    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-    "aws_session_token": "AWS_SESSION_TOKEN",
-    "hf_token": "HF_TOKEN",
-    "wandb_api_key": "WANDB_API_KEY",
-}
 
 
 class DockerBackend:
@@ -103,25 +105,21 @@ class DockerBackend:
         master = settings.master_addr
         command, launch_env = trainer_command(inner, cpu_count=self.cpus, master_addr=master)
         env = {
-            "TRAINPOD_RUN_SPEC": inner.to_json(),
-            "TRAINPOD_OUTPUT_DIR": output if output == OUTPUT_TARGET else "/workspace/output",
-            "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}",
+            ENV_RUN_SPEC: inner.to_json(),
+            ENV_OUTPUT_DIR: output if output == OUTPUT_TARGET else POD_OUTPUT,
+            ENV_STOP_GRACE: f"{spec.stop_grace_seconds:g}",
             "HF_HOME": CACHE_TARGET,
             "PYTHONUNBUFFERED": "1",
             **launch_env,
+            **s3_env(settings),
         }
-        for name, var in (("s3_endpoint_url", "AWS_ENDPOINT_URL"), ("aws_region", "AWS_DEFAULT_REGION"),
-                          ("aws_access_key_id", "AWS_ACCESS_KEY_ID")):
-            value = getattr(settings, name)
-            if value:
-                env[var] = value
         if hw.device == "cuda" and hw.cuda_arch_list:
             env["TORCH_CUDA_ARCH_LIST"] = hw.cuda_arch_list
-        secret_env = sorted(var for field, var in SECRET_ENV.items() if field in settings.secrets())
+        secret_env = secret_env_names(settings.secrets())
 
         user = None if self.uid == 0 else f"{self.uid}:{self.gid}"
         if user:
-            env["HOME"] = "/workspace"  # the invoking uid has no passwd entry (or home) inside the image
+            env["HOME"] = WORKSPACE  # the invoking uid has no passwd entry (or home) inside the image
         labels = {
             f"{LABEL_PREFIX}.run-id": spec.run_id,
             f"{LABEL_PREFIX}.preset": spec.config.preset,
@@ -134,7 +132,7 @@ class DockerBackend:
             "image": image,
             "name": spec.run_id,
             "command": command,
-            "working_dir": "/workspace",
+            "working_dir": WORKSPACE,
             "network_mode": "host",
             "labels": labels,
             "stop_signal": "SIGTERM",
@@ -151,7 +149,7 @@ class DockerBackend:
             notes.append(f"launched as root: the container runs as uid {IMAGE_UID} and the output dir is chowned to it")
         plan = LaunchPlan(
             backend=self.name, run_id=spec.run_id, image=image, command=request["command"], env=env,
-            secret_env=secret_env, mounts=mounts, workdir="/workspace", gpus=hw.gpu_count if hw.device == "cuda" else 0,
+            secret_env=secret_env, mounts=mounts, workdir=WORKSPACE, gpus=hw.gpu_count if hw.device == "cuda" else 0,
             provider_request={"container": request}, notes=notes, spec=spec,
         )
         provider: dict[str, Any] = {"container": request, "docker_run": docker_run_line(plan, request)}
@@ -201,10 +199,7 @@ class DockerBackend:
                 os.chown(m.source, IMAGE_UID, IMAGE_UID)
         request = dict(plan.provider_request["container"])
         secrets = settings.secrets()
-        env = dict(plan.env)
-        for field, var in SECRET_ENV.items():
-            if var in plan.secret_env and field in secrets:
-                env[var] = secrets[field]
+        env = {**plan.env, **secret_env_values(plan.secret_env, secrets)}
         if "device_requests" in request:
             request["device_requests"] = [DeviceRequest(**d) for d in request["device_requests"]]
         volumes = {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in plan.mounts}
@@ -235,7 +230,7 @@ class DockerBackend:
     def status(self, handle: RunHandle) -> RunStatus:
         out = _host_output(handle)
         progress = _read_status_json(out)
-        done = out is not None and (out / "DONE").exists()
+        done = out is not None and (out / DONE).exists()
         container = self._container(handle)
         if container is None:
             if done:
@@ -250,14 +245,10 @@ class DockerBackend:
         if state.get("Status") == "created":
             return RunStatus(state="pending", **progress)
         code = state.get("ExitCode")
-        if code == 0 and done:
-            return RunStatus(state="succeeded", exit_code=0, **progress)
-        if handle.extra.get("cancelled") or code == TRAINER_EXIT_STOPPED:
-            return RunStatus(state="cancelled", exit_code=code, detail="stopped after a complete checkpoint"
-                             if code == TRAINER_EXIT_STOPPED else "cancelled", **progress)
-        detail = state.get("Error") or TRAINER_EXIT_DETAIL.get(code) or (
-            "exited 0 without a DONE marker" if code == 0 else f"exit code {code}")
-        return RunStatus(state="failed", exit_code=code, detail=detail, **progress)
+        run_state = state_after_exit(code, done=done, cancelled=bool(handle.extra.get("cancelled")))
+        if run_state == "succeeded":
+            return RunStatus(state=run_state, exit_code=0, **progress)
+        return RunStatus(state=run_state, exit_code=code, detail=state.get("Error") or exit_detail(code), **progress)
 
     def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
         """The container's output; once the container is gone, the log files the trainer wrote."""
@@ -330,7 +321,7 @@ def _read_status_json(out: Path | None) -> dict[str, Any]:
     if out is None:
         return {}
     try:
-        data = json.loads((out / "status.json").read_text(encoding="utf-8"))
+        data = json.loads((out / STATUS_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     result = {}

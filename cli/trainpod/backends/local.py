@@ -21,6 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
+from trainpod.contract import (
+    DONE,
+    LOCAL_SECRETS,
+    STATUS_JSON,
+    exit_detail,
+    secret_env_names,
+    secret_env_values,
+    state_after_exit,
+)
 from trainpod.errors import UnsupportedError
 from trainpod.launchcmd import trainer_command
 from trainpod.runs import RunRegistry
@@ -28,8 +37,6 @@ from trainpod.settings import Settings
 from trainpod.spec import RunSpec, utcnow_iso
 
 SPEC_NAME = "run_spec.launch.json"
-# trainpod_trainer.exitcodes.STOPPED, repeated here so the CLI never imports the trainer
-_STOPPED = 3
 # processes started by this process: their real exit code is known without guessing
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -94,9 +101,7 @@ class LocalBackend:
             raise UnsupportedError("; ".join(reasons))
         spec_path = str(Path(spec.storage.output) / SPEC_NAME)
         argv, env = trainer_command(spec, spec_path=spec_path, python=sys.executable)
-        secret_env = ["HF_TOKEN"] if settings.hf_token is not None else []
-        if settings.wandb_api_key is not None:
-            secret_env.append("WANDB_API_KEY")
+        secret_env = secret_env_names(settings.secrets(), LOCAL_SECRETS)
         return LaunchPlan(
             backend=self.name, run_id=spec.run_id, command=argv, env=env, secret_env=secret_env,
             workdir=spec.storage.output, spec=spec,
@@ -108,14 +113,9 @@ class LocalBackend:
         out = Path(spec.storage.output)
         (out / "logs").mkdir(parents=True, exist_ok=True)
         spec.write(out / SPEC_NAME)
-        env = {**os.environ, **plan.env}
-        secrets = settings.secrets()
-        for name in plan.secret_env:
-            value = secrets.get(name.lower())
-            if value:
-                env[name] = value
+        env = {**os.environ, **plan.env, **secret_env_values(plan.secret_env, settings.secrets())}
         # a resumed run must not report the previous attempt's status.json as its own
-        (out / "status.json").unlink(missing_ok=True)
+        (out / STATUS_JSON).unlink(missing_ok=True)
         train_log = out / "logs" / "train.log"
         log_offset = train_log.stat().st_size if train_log.exists() else 0  # a resumed run appends
         with open(out / "logs" / "launcher.log", "ab") as log:
@@ -137,7 +137,7 @@ class LocalBackend:
             code = child.poll()
             # killed by a signal: report it the way a shell does (128 + signal number)
             return None if code is None else (128 - code if code < 0 else code)
-        status = _read_json(Path(handle.output) / "status.json") or {}
+        status = _read_json(Path(handle.output) / STATUS_JSON) or {}
         code = status.get("exit_code")
         return code if isinstance(code, int) else None
 
@@ -145,7 +145,7 @@ class LocalBackend:
         out = Path(handle.output)
         pid = int(handle.provider_id or 0)
         alive = bool(pid) and _alive(pid)
-        st = _read_json(out / "status.json") or {}
+        st = _read_json(out / STATUS_JSON) or {}
         step, loss = st.get("step"), st.get("loss")
         started = float(handle.extra.get("started", time.time()))
         # a run that is over ran until it last wrote its status (DONE's time when it finished), not until now
@@ -154,14 +154,13 @@ class LocalBackend:
         if alive:
             return RunStatus(state="running" if st else "pending", detail=f"pid {pid}", **common)
         code = self._exit_code(handle)
-        if (out / "DONE").exists() and code in (0, None):
-            return RunStatus(state="succeeded", exit_code=0, detail="DONE", **common)
-        if handle.extra.get("cancelled"):
-            return RunStatus(state="cancelled", exit_code=code, detail=st.get("reason", "cancelled"), **common)
-        if code == _STOPPED:
-            return RunStatus(state="preempted", exit_code=code, detail=st.get("reason", "stopped"), **common)
-        detail = st.get("reason") or (f"exit code {code}" if code is not None else "process gone, no DONE")
-        return RunStatus(state="failed", exit_code=code if code is not None else 1, detail=detail, **common)
+        state = state_after_exit(code, done=(out / DONE).exists(), cancelled=bool(handle.extra.get("cancelled")))
+        if state == "succeeded":
+            return RunStatus(state=state, exit_code=0, detail=DONE, **common)
+        detail = st.get("reason") or exit_detail(code)
+        if state == "failed" and code is None:
+            code = 1
+        return RunStatus(state=state, exit_code=code, detail=detail, **common)
 
     def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
         """Lines of logs/train.log (the launcher log until the trainer has opened it); with ``follow``,

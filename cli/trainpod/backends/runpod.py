@@ -37,6 +37,18 @@ from trainpod import credentials
 from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
 from trainpod.backends.runpod_api import CloudType, PodRequest
 from trainpod.config.schema import TrainingConfig
+from trainpod.contract import (
+    DONE,
+    ENV_RUN_SPEC,
+    ENV_STOP_GRACE,
+    EXIT_OK,
+    POD_EXIT,
+    STATUS_JSON,
+    WORKSPACE,
+    s3_env,
+    secret_env_values,
+    state_after_exit,
+)
 from trainpod.errors import ConfigError, UnsupportedError, available, did_you_mean
 from trainpod.launchcmd import trainer_command
 from trainpod.settings import Settings
@@ -54,25 +66,9 @@ def pod_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
     argv, env = trainer_command(spec)
     return [*POD_SUPERVISOR, *argv], env
 POD_NAME_PREFIX = "trainpod-"
-VOLUME_MOUNT = "/workspace"
+VOLUME_MOUNT = WORKSPACE
 
-# Secrets the pod may need besides its S3 session (trainpod.credentials decides which it gets), by the env
-# name it reads → the settings field that holds the value.
-POD_SECRETS = {
-    "HF_TOKEN": "hf_token",
-    "WANDB_API_KEY": "wandb_api_key",
-}
-
-# Dense bf16 peak TFLOPS per GPU, for the duration heuristic only (PEERS.md performance facts).
-PEAK_TFLOPS = {
-    "NVIDIA GeForce RTX 4090": 165.0,
-    "NVIDIA A100 80GB PCIe": 312.0,
-    "NVIDIA A100-SXM4-80GB": 312.0,
-    "NVIDIA A100-SXM4-40GB": 312.0,
-    "NVIDIA H100 80GB HBM3": 989.0,
-}
-ASSUMED_MFU = 0.3
-_STOPPED = 3  # trainpod_trainer.exitcodes.STOPPED (the CLI never imports the trainer)
+ASSUMED_MFU = 0.3  # of the hardware table's peak_tflops (dense bf16 per GPU), for the duration heuristic only
 STARTUP_HOURS = 10 / 60  # image pull + model download + dataset sync, before the first step
 
 
@@ -104,7 +100,7 @@ def expected_hours(cfg: TrainingConfig) -> tuple[float | None, str]:
         return cfg.max_runtime_minutes / 60, f"max_runtime_minutes={cfg.max_runtime_minutes:g} (upper bound)"
     steps = cfg.hyperparameters.max_steps
     params = _model_params(cfg.expert.base_model)
-    peak = PEAK_TFLOPS.get(cfg.hardware.runpod_gpu_type_id or "")
+    peak = cfg.hardware.peak_tflops
     if steps and params and peak:
         tokens = steps * cfg.batch_size * cfg.gradient_accumulation * cfg.sequence_length * cfg.world_size
         flops_per_token = (4 if cfg.finetune == "lora" else 6) * params
@@ -298,15 +294,12 @@ class RunPodBackend:
         """Non-secret pod env: the RunSpec, S3 location settings, hardware env."""
         env = dict(spec.config.hardware.env)
         env.update({
-            "TRAINPOD_RUN_SPEC": spec.to_json(),
-            "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}",
+            ENV_RUN_SPEC: spec.to_json(),
+            ENV_STOP_GRACE: f"{spec.stop_grace_seconds:g}",
             "PYTHONUNBUFFERED": "1",
+            **s3_env(settings, key_id=False),  # S3 credentials: trainpod.credentials (a run-scoped STS session)
         })
-        if settings.s3_endpoint_url:
-            env["TRAINPOD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-        if settings.aws_region:
-            env["AWS_REGION"] = settings.aws_region
-        return env  # S3 credentials: trainpod.credentials (a run-scoped STS session, minted at submit)
+        return env
 
     # ------------------------------------------------------------------ submit
     def preflight(self, settings: Settings) -> None:
@@ -455,30 +448,29 @@ class RunPodBackend:
         api = GraphQLClient.from_settings(load_settings())
         pod = api.pod(handle.provider_id) if handle.provider_id else None
         markers = _read_markers(handle.output)
-        progress = markers.get("status.json") or {}
+        progress = markers.get(STATUS_JSON) or {}
         elapsed = pod.uptime_seconds if pod is not None and pod.started else None
         cost = None
         if elapsed is not None and pod is not None and pod.cost_per_hr:
             cost = round(pod.cost_per_hr * elapsed / 3600, 4)
         common: dict[str, Any] = {"step": progress.get("step"), "loss": progress.get("loss"), "elapsed_s": elapsed,
                                   "cost_usd": cost}
-        exit_info = markers.get("POD_EXIT")
+        exit_info = markers.get(POD_EXIT)
         if exit_info and exit_info.get("pod_id") not in (None, handle.provider_id):
             exit_info = None  # left by an earlier pod of this run (before a relaunch)
-        if "DONE" in markers:  # finished: how long it trained (its status.json), not the pod's uptime
+        if DONE in markers:  # finished: how long it trained (its status.json), not the pod's uptime
             common["elapsed_s"] = progress.get("elapsed_s", elapsed)
             return RunStatus(state="succeeded", detail="DONE marker written", exit_code=0, **common)
         if exit_info:
             code = int(exit_info.get("exit_code", 1))
             reason = str(exit_info.get("reason", ""))
-            if code == 0:
-                return RunStatus(state="succeeded", detail=reason, exit_code=0, **common)
-            state = "cancelled" if handle.extra.get("cancelled") else "failed"
-            if handle.extra.get("spot") and code == _STOPPED and reason.startswith("received SIG"):
-                state = "preempted"  # RunPod stops a reclaimed spot pod with SIGTERM; the trainer checkpointed
-            if code == _STOPPED and credentials.EXPIRY_REASON in reason:
-                state = "preempted"  # stopped with a checkpoint before its S3 session expired: relaunch = renew
-            return RunStatus(state=state, detail=reason, exit_code=code, **common)
+            # Resumable: RunPod stopped a reclaimed spot pod with SIGTERM, or the pod stopped with a checkpoint
+            # before its S3 session expired (a relaunch renews it). A stop by the pod's watchdog means the budget
+            # ended, which a relaunch must not renew.
+            reclaimed = bool(handle.extra.get("spot")) and reason.startswith("received SIG")
+            state = state_after_exit(code, done=code == EXIT_OK, cancelled=bool(handle.extra.get("cancelled")),
+                                     resumable=reclaimed or credentials.EXPIRY_REASON in reason)
+            return RunStatus(state=state, detail=reason, exit_code=0 if state == "succeeded" else code, **common)
         if pod is None or pod.desired_status == "TERMINATED":
             if handle.extra.get("cancelled"):
                 return RunStatus(state="cancelled", detail="pod terminated by `runs cancel`", **common)
@@ -497,7 +489,7 @@ class RunPodBackend:
         """Lines of ``logs/train.log``, which the trainer uploads to the output periodically (RunPod's
         API has no log endpoint for pods); ``follow`` tails until the run reaches a final state."""
         from trainpod import storage
-        from trainpod.backends.base import TERMINAL_STATES
+        from trainpod.contract import TERMINAL_STATES
 
         uri = handle.output.rstrip("/") + "/logs/train.log"
         seen = 0
@@ -621,7 +613,7 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
                     markers = _read_markers(f"{settings.storage_uri.rstrip('/')}/runs/{run_id}")
                 except TrainpodError:
                     markers = {}
-                if "DONE" in markers or "POD_EXIT" in markers:
+                if DONE in markers or POD_EXIT in markers:
                     verdict, reason = "done", "the run has ended (DONE/POD_EXIT under TRAINPOD_STORAGE_URI)"
         else:
             handle = registry.get(run_id)
@@ -631,7 +623,7 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
                 markers = {}  # unreadable output: judge by the limits alone
             hours = (pod.uptime_seconds or 0) / 3600
             max_rt, max_cost = handle.extra.get("max_runtime_minutes"), handle.extra.get("max_cost_usd")
-            if "DONE" in markers or "POD_EXIT" in markers:
+            if DONE in markers or POD_EXIT in markers:
                 verdict, reason = "done", "the run has ended (DONE/POD_EXIT in its output)"
             elif max_rt is not None and hours * 60 > float(max_rt):
                 verdict, reason = "over-limit", f"up {hours * 60:.0f} min > max_runtime_minutes {max_rt:g}"
@@ -654,10 +646,8 @@ def pod_secret_env(plan: LaunchPlan, settings: Settings) -> dict[str, str]:
     (trainpod.credentials; the user's own keys only with --allow-long-lived-credentials), and the other
     secrets the plan names (HF_TOKEN only for a gated base model)."""
     env = credentials.pod_s3_env(plan.spec, settings)
-    for name, field in POD_SECRETS.items():
-        value = getattr(settings, field)
-        if name in plan.secret_env and value is not None:
-            env[name] = value.get_secret_value()
+    for name, value in secret_env_values(plan.secret_env, settings.secrets()).items():
+        env.setdefault(name, value)  # never the user's own S3 keys over the session's
     return env
 
 
@@ -675,7 +665,7 @@ def _read_markers(output: str) -> dict[str, Any]:
     from trainpod import storage
 
     found: dict[str, Any] = {}
-    for name in ("DONE", "POD_EXIT", "status.json"):
+    for name in (DONE, POD_EXIT, STATUS_JSON):
         raw = storage.read_bytes(output.rstrip("/") + "/" + name)
         if raw is None:
             continue

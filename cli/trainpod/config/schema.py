@@ -69,6 +69,8 @@ class Hardware(Strict):
     runpod_cloud_type: Literal["ALL", "SECURE", "COMMUNITY"] = "ALL"
     runpod_fallback_gpu_type_ids: list[str] = Field(default_factory=list)
     price_per_gpu_hour: float | None = Field(default=None, ge=0)
+    # dense bf16 peak TFLOPS per GPU: the RunPod duration heuristic's hardware fact (None = no estimate from steps)
+    peak_tflops: float | None = Field(default=None, gt=0)
     container_disk_gb: int = Field(default=30, ge=5)
     # multi-node: how long torchrun waits for every node to join (join_timeout); a node that never starts
     # fails the run after this, instead of the others waiting (and billing) without bound
