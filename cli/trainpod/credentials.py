@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from trainpod.contract import SECRETS
 from trainpod.errors import TrainpodError
 from trainpod.settings import Settings
 
@@ -50,7 +51,7 @@ EXPIRY_REASON = "S3 session expiring"  # in the pod's stop reason (POD_EXIT): th
 READ_ACTIONS = ("s3:GetObject",)
 WRITE_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
                  "s3:ListMultipartUploadParts")
-S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+S3_ENV = ("AWS_ACCESS_KEY_ID", SECRETS["aws_secret_access_key"], SECRETS["aws_session_token"])
 
 
 @dataclass(frozen=True)
@@ -232,8 +233,9 @@ class Session:
         return f"Session(api={self.api!r}, seconds={self.seconds}, expiration={self.expiration:.0f})"
 
     def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
-                "AWS_SESSION_TOKEN": self.session_token, EXPIRES_ENV: f"{self.expiration:.0f}"}
+        key_id, secret, token = S3_ENV
+        return {key_id: self.access_key_id, secret: self.secret_access_key, token: self.session_token,
+                EXPIRES_ENV: f"{self.expiration:.0f}"}
 
 
 def sts_endpoint(settings: Settings) -> str | None:

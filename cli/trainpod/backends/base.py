@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trainpod.contract import TERMINAL_STATES as TERMINAL_STATES  # re-exported: backends speak of run states
 from trainpod.contract import RunState
 from trainpod.redact import REDACTED
 from trainpod.settings import Settings

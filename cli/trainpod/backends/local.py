@@ -25,6 +25,7 @@ from trainpod.contract import (
     DONE,
     LOCAL_SECRETS,
     STATUS_JSON,
+    TRAIN_LOG,
     exit_detail,
     secret_env_names,
     secret_env_values,
@@ -71,11 +72,11 @@ def _ended(out: Path, status: dict) -> float | None:
     else the newest of its status/log files' modification times."""
     from datetime import datetime
 
-    for stamp in ((_read_json(out / "DONE") or {}).get("finished"), status.get("updated")):
+    for stamp in ((_read_json(out / DONE) or {}).get("finished"), status.get("updated")):
         if isinstance(stamp, str):
             with contextlib.suppress(ValueError):
                 return datetime.fromisoformat(stamp).timestamp()
-    times = [p.stat().st_mtime for p in (out / "status.json", out / "logs" / "train.log", out / "logs" / "launcher.log")
+    times = [p.stat().st_mtime for p in (out / STATUS_JSON, out / TRAIN_LOG, out / "logs" / "launcher.log")
              if p.exists()]
     return max(times) if times else None
 
