@@ -101,6 +101,13 @@ DONE = "DONE"
 """Written last, only after a successful run's outputs are complete (in S3: uploaded last)."""
 POD_EXIT = "POD_EXIT"
 """The pod supervisor's record of how the child ended (pod id, exit code, reason): the restart guard."""
+
+
+def node_exit_marker(node_rank: int) -> str:
+    """The exit marker of a cluster node (node 0's is the single pod's :data:`POD_EXIT`)."""
+    return POD_EXIT if node_rank == 0 else f"{POD_EXIT}.node-{node_rank}"
+
+
 STATUS_JSON = "status.json"
 """Progress (step, loss) while running; exit code and reason once exited."""
 LOGS_DIR = "logs"

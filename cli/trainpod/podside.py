@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
-from trainpod.contract import DONE, POD_EXIT, shell_exit_code
+from trainpod.contract import DONE, EXIT_OK, EXIT_STOPPED, POD_EXIT, node_exit_marker, shell_exit_code
 from trainpod.credentials import stop_before_expiry
 from trainpod.errors import TrainpodError
 from trainpod.redact import install_log_redaction
@@ -53,12 +53,6 @@ log = logging.getLogger("trainpod.podside")
 
 EXIT_MARKER = POD_EXIT
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STOPPED = 3  # trainpod_trainer.exitcodes.STOPPED: a coordinated stop after a checkpoint
-
-
-def node_exit_marker(node_rank: int) -> str:
-    """The exit marker's name for a cluster node (node 0's is the single pod's)."""
-    return EXIT_MARKER if node_rank == 0 else f"{EXIT_MARKER}.node-{node_rank}"
 
 
 @dataclass(frozen=True)
@@ -212,7 +206,7 @@ class Supervisor:
         code = self._supervise(deadline)
         reason = self.stop_reason or ("finished" if code == 0 else f"child exited with {code}")
         self._record_exit(code, reason)
-        if self.node is not None and self.node.rank != 0 and code in (0, STOPPED):
+        if self.node is not None and self.node.rank != 0 and code in (EXIT_OK, EXIT_STOPPED):
             self._wait_for_primary()
         self.terminate_pod(reason)
         return code

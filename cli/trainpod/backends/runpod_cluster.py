@@ -39,9 +39,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
+from trainpod.contract import (
+    DONE,
+    ENV_RUN_SPEC,
+    ENV_STOP_GRACE,
+    EXIT_OK,
+    EXIT_STOPPED,
+    POD_EXIT,
+    STATUS_JSON,
+    node_exit_marker,
+    s3_env,
+)
 from trainpod.errors import UnsupportedError
 from trainpod.launchcmd import trainer_command
-from trainpod.podside import EXIT_MARKER, STOPPED, node_exit_marker
 from trainpod.settings import Settings
 from trainpod.spec import RunSpec
 
@@ -245,13 +255,13 @@ class RunPodClusterBackend:
                 cost = round(sum(n.pod.cost_per_hr or 0.0 for n in nodes) * elapsed / 3600, 4)
         common: dict[str, Any] = {"step": progress.get("step"), "loss": progress.get("loss"), "elapsed_s": elapsed,
                                   "cost_usd": cost}
-        if "DONE" in markers:
+        if DONE in markers:
             return RunStatus(state="succeeded", detail="DONE marker written", exit_code=0, **common)
         ended = run_end(markers, handle.provider_id)
         if ended is not None:
             name, info = ended
             code = int(info.get("exit_code", 1))
-            where = "node 0" if name == EXIT_MARKER else name.rpartition(".")[2].replace("-", " ")
+            where = "node 0" if name == POD_EXIT else name.rpartition(".")[2].replace("-", " ")
             detail = f"{where}: {info.get('reason', '')}"
             if code == 0:
                 return RunStatus(state="succeeded", detail=detail, exit_code=0, **common)
@@ -399,12 +409,8 @@ def estimate_cost(cfg: Any, price: float | None, nnodes: int, hours: float | Non
 def _env(spec: RunSpec, settings: Settings) -> dict[str, str]:
     """Non-secret node env: the RunSpec, S3 location settings, hardware env (NCCL interface)."""
     env = dict(spec.config.hardware.env)
-    env.update({"TRAINPOD_RUN_SPEC": spec.to_json(),
-                "TRAINPOD_STOP_GRACE_SECONDS": f"{spec.stop_grace_seconds:g}", "PYTHONUNBUFFERED": "1"})
-    if settings.s3_endpoint_url:
-        env["TRAINPOD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    if settings.aws_region:
-        env["AWS_REGION"] = settings.aws_region
+    env.update({ENV_RUN_SPEC: spec.to_json(), ENV_STOP_GRACE: f"{spec.stop_grace_seconds:g}", "PYTHONUNBUFFERED": "1",
+                **s3_env(settings, key_id=False)})
     return env  # S3 credentials: trainpod.credentials (a run-scoped STS session, minted at submit)
 
 
@@ -413,7 +419,7 @@ def read_markers(output: str, nodes: int) -> dict[str, Any]:
     from trainpod import storage
 
     found: dict[str, Any] = {}
-    for name in ("DONE", "status.json", *(node_exit_marker(r) for r in range(nodes))):
+    for name in (DONE, STATUS_JSON, *(node_exit_marker(r) for r in range(nodes))):
         raw = storage.read_bytes(output.rstrip("/") + "/" + name)
         if raw is None:
             continue
@@ -427,11 +433,11 @@ def read_markers(output: str, nodes: int) -> dict[str, Any]:
 def run_end(markers: dict[str, Any], cluster_id: str | None) -> tuple[str, dict[str, Any]] | None:
     """The exit marker that ends a cluster's run: node 0's (it writes the outputs), else a node that crashed
     (not 0, not the coordinated stop). Markers of an earlier cluster of the same run (``--resume``) are ignored."""
-    mine = {n: i for n, i in markers.items() if n.startswith(EXIT_MARKER) and isinstance(i, dict)
+    mine = {n: i for n, i in markers.items() if n.startswith(POD_EXIT) and isinstance(i, dict)
             and i.get("cluster_id") == cluster_id}
-    if EXIT_MARKER in mine:
-        return EXIT_MARKER, mine[EXIT_MARKER]
-    crashed = sorted((n, i) for n, i in mine.items() if int(i.get("exit_code", 1)) not in (0, STOPPED))
+    if POD_EXIT in mine:
+        return POD_EXIT, mine[POD_EXIT]
+    crashed = sorted((n, i) for n, i in mine.items() if int(i.get("exit_code", 1)) not in (EXIT_OK, EXIT_STOPPED))
     return crashed[0] if crashed else None
 
 
@@ -471,7 +477,7 @@ def sweep(settings: Settings, delete: bool = False, *, include_unknown: bool = F
         except TrainpodError:
             markers = {}
         end = run_end(markers, cluster.id)
-        ended = ["DONE"] if "DONE" in markers else [end[0]] if end else []
+        ended = [DONE] if DONE in markers else [end[0]] if end else []
         pods = api.cluster_pods(cluster.id)
         hours = max((n.pod.uptime_seconds or 0 for n in pods), default=0) / 3600
         per_hr = sum(n.pod.cost_per_hr or 0.0 for n in pods)
