@@ -34,7 +34,7 @@ class Need:
 # feature -> what it needs and which extra installs it (pyproject.toml's [project.optional-dependencies])
 NEEDS: dict[str, Need] = {
     "train": Need("the trainer's packages", ("torch", "transformers", "peft", "safetensors", "psutil"), "train",
-                  "--remote local runs the trainer on this machine",
+                  "the trainer runs on this machine (--remote local, trainpod evaluate)",
                   "on a CPU-only machine pin the CPU wheel as the README does: pip install 'torch==2.13.0' ..."),
     "deepspeed": Need("DeepSpeed", ("deepspeed",), "deepspeed", "the preset trains with DeepSpeed on this machine"),
     "s3": Need("boto3", ("boto3",), "s3", "s3:// datasets, outputs and RunPod runs go through S3"),

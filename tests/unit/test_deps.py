@@ -57,6 +57,7 @@ def test_a_deepspeed_preset_is_refused_by_validate_and_launch_when_deepspeed_is_
     ("hide", "argv", "env", "package", "extra"),
     [
         ("torch", ["launch", "smoke", "--remote", "local"], {}, "the trainer's packages", "train"),
+        ("transformers", ["evaluate", "."], {}, "the trainer's packages", "train"),
         ("wandb", ["launch", "smoke", "--remote", "local"], {"WANDB_MODE": "offline"}, "wandb", "tracking"),
         ("docker", ["launch", "oracle-rauru-cpu", "--remote", "docker"], {}, "the docker SDK", "docker"),
         ("docker", ["validate", "oracle-rauru-cpu"], {}, "the docker SDK", "docker"),

@@ -19,8 +19,11 @@ def evaluate(obj: dict, output_dir: str, samples: int, split: str, data_dir: str
              as_json: bool) -> None:
     """Evaluate a finished run, given its OUTPUT_DIR or its RUN_ID (unique prefixes work); also writes
     OUTPUT_DIR/eval.json."""
+    from trainpod import deps
     from trainpod.console import emit_json, emit_table
     from trainpod.runs import RunRegistry, local_output
+
+    deps.require("train", context="trainpod evaluate")
     from trainpod.settings import load_settings
 
     out = local_output(RunRegistry(load_settings(obj.get("profile")).state_path), output_dir)
