@@ -150,3 +150,23 @@ def test_dry_run_prints_the_credentials_line_without_values(monkeypatch):
     assert "list only those prefixes (expires 15060 s after it is minted at submit)" in res.stdout
     assert "user-long-lived-secret-canary-000" not in res.stdout + res.stderr
     assert '"credentials"' in res.stdout  # plain data in the plan JSON, for the plan summary
+
+
+def test_a_custom_jobs_session_covers_its_data_and_its_mirror(tmp_path, monkeypatch, repo_root):
+    """A [jobs.NAME] run on RunPod: read its ``data`` (and a pipeline's previous output), write its S3 mirror."""
+    from trainpod import launcher
+
+    monkeypatch.setenv("TRAINPOD_STORAGE_URI", "s3://team-bucket/trainpod")
+    monkeypatch.setenv("TRAINPOD_REGISTRY", "registry.example.com/team")
+    cfg = tmp_path / "training.toml"
+    cfg.write_text(f'[jobs.gpu]\nhardware = "cloud-rtx-4090"\nproject_dir = "{repo_root / "examples" / "byo-train"}"\n'
+                   'command = ["python", "train.py"]\ndata = "s3://team-bucket/datasets/xy"\n')
+    prep = launcher.prepare(launcher.LaunchRequest(preset="gpu", config=str(cfg), remote="runpod",
+                                                   max_runtime_minutes=90,
+                                                   extra={"previous_output": "s3://team-bucket/trainpod/runs/stage1"}))
+    scope = credentials.run_scope(prep.spec)
+    assert scope.reads == ("s3://team-bucket/datasets/xy", "s3://team-bucket/trainpod/runs/stage1")
+    assert scope.writes == (prep.spec.job.sync_uri,)
+    assert prep.plan.secret_env[:3] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    (session,) = {c["scope"] for c in prep.plan.credentials if c["kind"] == "sts-session"}
+    assert f"read/write/delete {prep.spec.job.sync_uri}/" in session and "read s3://team-bucket/datasets/xy/" in session
