@@ -246,6 +246,8 @@ def test_gradient_checkpointing_only_where_supported(tmp_path):
         ('[datasets.d]\npath = "gs://bucket/x"', "only local paths and s3://"),
         ('[experts.e]\ndisplay_name="e"\nbase_model="m"\ncontext_window=64\nprompt_template="{instruction} {oops} {output}"',
          "unknown placeholder"),
+        ('[experts.e]\ndisplay_name="e"\nbase_model="builtin:tiny-qwen2"\ncontext_window=64\ngated=true',
+         "gated = true is for a gated or private Hugging Face hub id"),
         ('[hardware.h]\nname="h"\ndevice="cuda"\navailable_memory_gb=8\nmax_batch_size=1\nmax_sequence_length=64\ngpu_count=1\nimage="cuda"',
          "needs cuda_version"),
         ('[hardware.h]\nname="h"\ndevice="cpu"\navailable_memory_gb=8\nmax_batch_size=1\nmax_sequence_length=64\nsupported=false',

@@ -154,6 +154,13 @@ class Expert(Strict):
             raise ValueError("prompt_template must end with {output} (loss is taken on the response)")
         return v
 
+    @model_validator(mode="after")
+    def _gated(self) -> Expert:
+        if self.gated and self.base_model.startswith("builtin:"):
+            raise ValueError(f"gated = true is for a gated or private Hugging Face hub id; '{self.base_model}' ships "
+                             "with trainpod and needs no HF_TOKEN (remove gated)")
+        return self
+
 
 class Lora(Strict):
     """``[lora.NAME]``: adapter shape."""
