@@ -294,8 +294,9 @@ def mint(spec: Any, settings: Settings) -> Session:
             reply = call(seconds)
         except bex.ClientError as exc:
             msg = str(exc.response.get("Error", {}).get("Message", ""))
-            # a role's MaxSessionDuration (default 1 h) is below what the run needs: take what the role allows
-            if settings.sts_role_arn and "MaxSessionDuration" in msg and seconds > ASSUME_ROLE_DEFAULT_MAX_SECONDS:
+            # a role's MaxSessionDuration (default 1 h), or role chaining's 1 h limit, is below what the run needs:
+            # take the hour every role allows (the pod stops before it expires and the CLI renews the session)
+            if settings.sts_role_arn and "DurationSeconds exceeds" in msg and seconds > ASSUME_ROLE_DEFAULT_MAX_SECONDS:
                 seconds = ASSUME_ROLE_DEFAULT_MAX_SECONDS
                 reply = call(seconds)
             else:
@@ -307,9 +308,12 @@ def mint(spec: Any, settings: Settings) -> Session:
         if status in (404, 405, 501) or code in ("NotImplemented", "InvalidAction", "UnknownOperation"):
             raise TrainpodError(f"{where} has no STS ({api} answered {code}): trainpod cannot give the pod "
                                 "short-lived, run-scoped S3 credentials", hint) from None
+        temporary = ("GetFederationToken needs long-term IAM user keys: with temporary credentials (SSO, a role "
+                     "session) set TRAINPOD_STS_ROLE_ARN to a role that can reach the bucket; "
+                     if token and not settings.sts_role_arn else "")
         raise TrainpodError(f"{where}: STS {api} refused to mint the run's credentials ({code}: "
                             f"{redact_text(str(err.get('Message', '')))})",
-                            "the calling credentials need sts:AssumeRole on TRAINPOD_STS_ROLE_ARN (or "
+                            temporary + "the calling credentials need sts:AssumeRole on TRAINPOD_STS_ROLE_ARN (or "
                             "sts:GetFederationToken) plus the S3 rights the session policy names; " + hint) from None
     except (bex.EndpointConnectionError, bex.ConnectTimeoutError) as exc:
         raise TrainpodError(f"cannot reach STS at {where} ({type(exc).__name__})", hint) from None
