@@ -78,3 +78,44 @@ def test_a_run_stopped_before_expiry_is_relaunched_with_a_fresh_session(sts_s3, 
     storage.write_bytes(handle.output + "/POD_EXIT", json.dumps(
         {"pod_id": second.id, "exit_code": 3, "reason": "watchdog: max_runtime_minutes=240 reached"}).encode())
     assert backend.status(handle).state == "failed"
+
+
+def test_the_follow_loop_renews_an_expiring_session_with_a_new_pod(sts_s3, fake_runpod):
+    """``launch`` (without --detach) follows the run: the pod's stop before expiry makes it rent a new pod with a
+    new session, and it goes on following that pod to the end."""
+    import threading
+
+    from trainpod.launcher import Follow
+
+    backend = RunPodBackend()
+    backend.poll_s, backend.start_timeout_s, backend.release_timeout_s = 0.05, 5.0, 0.3
+    cfg = load_catalog(use_cwd=False).resolve("oracle-rauru-cloud", {})
+    run_id = "renew-follow-20260101-000000-abc123"
+    spec = RunSpec(run_id=run_id, created="2026-01-01T00:00:00+00:00", remote="runpod", config=cfg,
+                   image="registry.local/trainpod:cuda-0123456789ab",
+                   storage=StorageURIs(dataset=sts_s3.uri("datasets/x"), output=sts_s3.uri(f"runs/{run_id}")))
+    settings = load_settings(storage_uri=sts_s3.uri())
+    handle = backend.submit(backend.plan(spec, settings), settings)
+    first = fake_runpod.pods[handle.provider_id]
+    storage.write_bytes(handle.output + "/POD_EXIT", json.dumps({
+        "pod_id": first.id, "exit_code": 3,
+        "reason": f"watchdog: {credentials.EXPIRY_REASON} at 2026-01-01T12:00:00Z reached"}).encode())
+
+    def relaunched_pod_finishes() -> None:  # stands in for the trainer in the new pod
+        end = time.monotonic() + 30
+        while len(fake_runpod.pods) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        storage.write_bytes(handle.output + "/DONE", b"{}", settings)
+
+    helper = threading.Thread(target=relaunched_pod_finishes)
+    helper.start()
+    follower = Follow(backend, handle, settings)
+    try:
+        lines = list(follower)
+    finally:
+        helper.join()
+    assert any("relaunching" in line for line in lines), lines
+    (second,) = [p for p in fake_runpod.pods.values() if p.id != first.id]
+    assert follower.handle.provider_id == second.id and follower.relaunches == 1
+    assert second.env["AWS_SESSION_TOKEN"] != first.env["AWS_SESSION_TOKEN"]
+    assert backend.status(follower.handle).state == "succeeded"

@@ -150,6 +150,13 @@ def test_dry_run_prints_the_credentials_line_without_values(monkeypatch):
     assert "list only those prefixes (expires 15060 s after it is minted at submit)" in res.stdout
     assert "user-long-lived-secret-canary-000" not in res.stdout + res.stderr
     assert '"credentials"' in res.stdout  # plain data in the plan JSON, for the plan summary
+    opt_in = subprocess.run([sys.executable, "-m", "trainpod", "launch", "oracle-rauru-cloud", "--remote", "runpod",
+                             "--dry-run", "--allow-long-lived-credentials"], capture_output=True, text=True,
+                            timeout=120)
+    assert opt_in.returncode == 0, opt_in.stderr
+    assert "# pod receives AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: WARNING: your own long-lived AWS credentials" \
+        in opt_in.stdout, opt_in.stdout
+    assert "user-long-lived-secret-canary-000" not in opt_in.stdout + opt_in.stderr
 
 
 def test_a_custom_jobs_session_covers_its_data_and_its_mirror(tmp_path, monkeypatch, repo_root):
