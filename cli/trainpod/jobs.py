@@ -368,11 +368,12 @@ class JobRunPodBackend(RunPodBackend):
 
         from trainpod import credentials
         from trainpod.backends.runpod import (
+            LEGACY_GRAPHQL,
             POD_SUPERVISOR,
             RUNPOD_CUDA_VERSIONS,
-            _display_input,
             allowed_cuda_versions,
             pod_name,
+            pod_provider_request,
         )
         from trainpod.backends.runpod_api import PodRequest
 
@@ -401,13 +402,16 @@ class JobRunPodBackend(RunPodBackend):
                              gpu_count=max(1, hw.gpu_count), cloud_type=cloud,
                              container_disk_gb=hw.container_disk_gb,
                              env={**env, **{n: "***" for n in secret_names}}, docker_args=shlex.join(command),
-                             allowed_cuda_versions=cuda, bid_per_gpu=(price or 0.0) if job.spot else None)
+                             allowed_cuda_versions=cuda if job.spot else (),
+                             min_cuda_version=None if job.spot else hw.cuda_version,
+                             bid_per_gpu=(price or 0.0) if job.spot else None)
         estimate = None
         notes = [f"the pod runs {job.argv()} in {PROJECT_TARGET} under trainpod.podside (DONE check, watchdog, "
                  "self-terminate)", f"outputs mirrored to {job.sync_uri}"]
         if job.spot:
             notes.append("spot: submit bids the API's live spot price; a preempted pod is relaunched and the command "
                          "resumes from its latest complete checkpoint in the mirror")
+            notes.append("spot pods use " + LEGACY_GRAPHQL)
         gpus = max(1, hw.gpu_count)  # a pod has at least one GPU (the CPU stand-in too)
         if price is not None and job.max_runtime_minutes:  # a custom script's duration is unknown: bound it
             estimate = self._job_estimate(job, price)
@@ -420,14 +424,13 @@ class JobRunPodBackend(RunPodBackend):
                           secret_env=secret_names, workdir=PROJECT_TARGET, gpus=hw.gpu_count, spec=spec,
                           estimated_cost_usd=estimate, notes=notes,
                           credentials=credentials.describe(spec, settings),
-                          provider_request={"api": "graphql", "mutation": request.mutation,
-                                            "input": _display_input(request.graphql_input()),
-                                            "graphql": request.document(secret_names),
+                          provider_request={**pod_provider_request(
+                                                request, secret_names,
+                                                [hw.runpod_gpu_type_id, *hw.runpod_fallback_gpu_type_ids]),
                                             "gpu_type_id": hw.runpod_gpu_type_id, "cloud_type": cloud,
+                                            "cuda_floor": hw.cuda_version,
                                             "max_runtime_minutes": job.max_runtime_minutes,
-                                            "max_cost_usd": job.max_cost_usd, "spot": job.spot,
-                                            "attempts": [{"gpu_type_id": g, "cloud_type": cloud} for g in
-                                                         [hw.runpod_gpu_type_id, *hw.runpod_fallback_gpu_type_ids]]})
+                                            "max_cost_usd": job.max_cost_usd, "spot": job.spot})
 
     @staticmethod
     def _job_estimate(job: JobSpec, price: float) -> float:

@@ -14,9 +14,12 @@ happens on the laptop (PEERS.md complaints 1, 2 and 10):
    ``costPerHr`` from the API, else the profile price) give a deadline; at the deadline the child
    gets SIGTERM (the trainer checkpoints and exits), then SIGKILL after ``stop_grace_seconds``.
 4. **Signals.** SIGTERM/SIGINT to the supervisor are forwarded to the child.
-5. **Self-terminate.** When the child exits (any code), the pod is terminated through the API with
-   ``RUNPOD_POD_ID`` and the pod-scoped ``RUNPOD_API_KEY`` RunPod injects. Without them (a local or
-   docker run) the supervisor just exits with the child's code.
+5. **Self-terminate.** When the child exits (any code), the pod is terminated with ``RUNPOD_POD_ID`` and
+   the pod-scoped ``RUNPOD_API_KEY`` RunPod injects: through REST v2 (``DELETE /v2/pods/{id}``); if that is
+   refused (that a pod-scoped key may do so is unverified for v2), through the legacy GraphQL
+   ``podTerminate``; if both fail, the pod is stopped (no GPU billing) and a ``POD_STUCK`` marker left in the
+   output, which ``trainpod runs sweep`` acts on. Without them (a local or docker run) the supervisor just
+   exits with the child's code.
 6. **Cluster nodes** (RunPod Instant Clusters: ``NUM_NODES`` > 1 and ``NODE_RANK`` set). The command's
    ``$NODE_RANK``/``$PRIMARY_ADDR``/``$PRIMARY_PORT`` are filled in from the node's env; the watchdog's cost
    limit is for the whole cluster (``NUM_NODES`` x this pod's price); each node records its own exit marker
@@ -24,8 +27,8 @@ happens on the laptop (PEERS.md complaints 1, 2 and 10):
    (member pods cannot be deleted alone) the node deletes the *cluster* through REST v2: node 0 when its
    trainer exits, another node at once when its trainer crashed, else after waiting for node 0 (bounded).
 
-Only the standard library, our API client (with its stdlib transport: the image has no runpod SDK)
-and :mod:`trainpod.storage` (exists/read/write for local paths and ``s3://``) are used.
+Only the standard library, our API clients (with their stdlib transports: the image has neither the runpod
+SDK nor httpx) and :mod:`trainpod.storage` (exists/read/write for local paths and ``s3://``) are used.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
+from trainpod.backends.runpod_v2 import UrllibTransport, V2Client
 from trainpod.contract import DONE, EXIT_OK, EXIT_STOPPED, POD_EXIT, node_exit_marker, shell_exit_code
 from trainpod.credentials import stop_before_expiry
 from trainpod.errors import TrainpodError
@@ -52,6 +56,7 @@ from trainpod.spec import SPEC_ENV, RunSpec, utcnow_iso
 log = logging.getLogger("trainpod.podside")
 
 EXIT_MARKER = POD_EXIT
+STUCK_MARKER = "POD_STUCK"  # trainpod.backends.runpod.STUCK_MARKER
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -148,12 +153,14 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         node: ClusterNode | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        fallback_api: RunPodAPI | None = None,
     ):
         if not command:
             raise TrainpodError("podside: no command to supervise", "usage: python -m trainpod.podside -- CMD...")
         self.spec = spec
         self.command = list(command)
         self.api = api
+        self.fallback_api = fallback_api  # the legacy GraphQL client, when the v2 one is refused
         self.pod_id = pod_id
         self.storage = storage
         self.clock = clock
@@ -316,10 +323,10 @@ class Supervisor:
             self.delete_cluster(reason)
             return
         log.info("terminating pod %s: %s", self.pod_id, reason)
-        try:
-            self.api.terminate(self.pod_id)
-        except RunPodAPIError as exc:
-            log.error("could not terminate pod %s: %s — `trainpod runs sweep` will find it", self.pod_id, exc.message)
+        if end_pod(self.pod_id, [a for a in (self.api, self.fallback_api) if a is not None],
+                   lambda body: self.storage.write_bytes(output_uri(self.spec) + "/" + STUCK_MARKER, body)):
+            return
+        log.error("pod %s could not terminate itself — `trainpod runs sweep --yes` will find it", self.pod_id)
 
 
     def delete_cluster(self, reason: str) -> None:
@@ -334,6 +341,40 @@ class Supervisor:
             self.api.delete_cluster(cluster)  # type: ignore[union-attr]
         except RunPodAPIError as exc:
             log.error("could not delete cluster %s: %s — `trainpod runs sweep` will find it", cluster, exc.message)
+
+
+def end_pod(pod_id: str, apis: Sequence[RunPodAPI], write_marker: Callable[[bytes], None] | None = None) -> bool:
+    """Terminate the pod through the first client that can (REST v2, then GraphQL); True when done. If none can,
+    stop it (no GPU billing; its disk stays) and write the POD_STUCK marker for ``runs sweep``."""
+    errors = []
+    for api in apis:
+        name = getattr(api, "api", "graphql")
+        try:
+            api.terminate(pod_id)
+            after = api.pod(pod_id)
+        except RunPodAPIError as exc:
+            errors.append(f"{name}: {exc.message}")
+            log.warning("terminating pod %s through %s failed: %s", pod_id, name, exc.message)
+            continue
+        if after is None or after.desired_status == "TERMINATED":
+            return True
+        errors.append(f"{name}: the pod is still {after.desired_status} after terminate")
+    stopped = False
+    for api in apis:
+        try:
+            api.stop(pod_id)
+            stopped = True
+            log.warning("pod %s stopped (no GPU billing) through %s instead", pod_id, getattr(api, "api", "graphql"))
+            break
+        except RunPodAPIError as exc:
+            errors.append(f"stop via {getattr(api, 'api', 'graphql')}: {exc.message}")
+    if write_marker is not None:
+        body = {"pod_id": pod_id, "stopped": stopped, "errors": "; ".join(errors), "time": utcnow_iso()}
+        try:
+            write_marker(json.dumps(body).encode())
+        except TrainpodError as exc:
+            log.error("cannot write the %s marker: %s", STUCK_MARKER, exc.message)
+    return False
 
 
 def load_spec(path: str | None) -> RunSpec:
@@ -373,12 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = os.environ.get("RUNPOD_API_KEY")
     node = ClusterNode.from_env(os.environ)
     api: Any = None
-    if pod_id and key and node is not None:  # cluster membership and deletion exist only in REST v2
-        from trainpod.backends.runpod_v2 import UrllibTransport, V2Client
-
+    legacy: Any = None
+    if pod_id and key:
         api = V2Client(key, transport=UrllibTransport(), retries=6, backoff_s=2.0)
-    elif pod_id and key:
-        api = GraphQLClient(key, transport=urllib_transport, retries=6, backoff_s=2.0)
+        if node is None:  # cluster membership and deletion exist only in REST v2
+            legacy = GraphQLClient(key, transport=urllib_transport, retries=3, backoff_s=2.0)
     supervisor = None
     try:
         if node is not None:
@@ -390,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise TrainpodError(f"podside: this cluster node has no ${missing.args[0]} in its environment",
                                     "RunPod sets it on Instant Cluster nodes; is this a cluster pod?") from None
         spec = load_spec(spec_path)
-        supervisor = Supervisor(spec, command, api=api, pod_id=pod_id, storage=TrainpodStorage(), node=node)
+        supervisor = Supervisor(spec, command, api=api, pod_id=pod_id, storage=TrainpodStorage(), node=node,
+                                fallback_api=legacy)
         return supervisor.run()
     except TrainpodError as exc:
         # A bad spec or unreachable storage fails the same way on every restart: end the pod now
@@ -409,10 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.error("could not delete this node's cluster: %s", del_exc.message)
         elif api is not None and pod_id:
             log.info("terminating pod %s: the supervisor cannot run", pod_id)
-            try:
-                api.terminate(pod_id)
-            except RunPodAPIError as term_exc:
-                log.error("could not terminate pod %s: %s", pod_id, term_exc.message)
+            if not end_pod(pod_id, [a for a in (api, legacy) if a is not None]):
+                log.error("could not terminate pod %s", pod_id)
         return 2
 
 if __name__ == "__main__":

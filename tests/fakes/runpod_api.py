@@ -372,7 +372,7 @@ class FakeRunPod:
         self.pod_key_v2 = True  # whether a pod-scoped key may act on its own pod through v2 (unverified)
         self.pod_key_cluster = True  # whether it may read/delete its own cluster through v2 (unverified)
         self.pod_key_graphql_terminate = True  # whether it may podTerminate its own pod through GraphQL
-        self.sse_max_s = 10.0  # the fake ends a log stream after this long (clients resume with Last-Event-ID)
+        self.sse_max_s = 2.0  # the fake ends a log stream after this long (clients resume with Last-Event-ID)
         self.restart_on_exit = True  # RunPod restarts a container whose command exits
         self.base_url_for_pods = base_url_for_pods
         self.lock = threading.RLock()

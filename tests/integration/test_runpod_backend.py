@@ -48,15 +48,15 @@ def test_submit_rents_the_pod_with_secrets_filled_in_and_records_the_run(backend
     assert float(pod.env["TRAINPOD_CREDENTIALS_EXPIRE_AT"]) > 0
     assert RunSpec.from_json(pod.env["TRAINPOD_RUN_SPEC"]) == plan.spec
     assert pod.gpu_type_id == "NVIDIA GeForce RTX 4090" and pod.cloud_type == "COMMUNITY"
-    assert pod.request["allowedCudaVersions"][0] == "12.8" and pod.name.endswith("-a0")
+    assert pod.request["gpu"]["minCudaVersion"] == "12.8" and pod.name.endswith("-a0") and pod.api == "v2"
     saved = RunRegistry(settings.state_path).get(plan.run_id)
-    assert saved.provider_id == pod.id and saved.extra["price_source"] == "RunPod API gpuTypes"
+    assert saved.provider_id == pod.id and saved.extra["price_source"] == "RunPod REST v2 /v2/catalog/gpus"
     assert saved.extra["started"] and saved.extra["cost_per_hr"] == 0.34
     assert backend.status(saved).state == "running"
 
 
 def test_capacity_error_falls_back_to_the_next_gpu_type(backend, s3, fake_runpod):
-    fake_runpod.inject("capacity", op="podFindAndDeployOnDemand")
+    fake_runpod.inject("capacity", op="createPod")
     plan, settings = _plan(backend, s3)
     handle = backend.submit(plan, settings)
     assert handle.extra["gpu_type_id"] == "NVIDIA RTX A6000" and handle.extra["pod_name"].endswith("-a1")
@@ -102,8 +102,83 @@ def test_status_and_logs_read_the_run_output_in_s3(backend, s3, fake_runpod):
     assert list(backend.logs(handle)) == ["step 1 loss 2.0", "step 2 loss 1.9"]
     storage.write_bytes(out + "/logs/train.log", b"step 1 loss 2.0\nstep 2 loss 1.9\npartial line\ndone\n")
     storage.write_bytes(out + "/DONE", b"{}")
-    assert list(backend.logs(handle, follow=True)) == ["step 1 loss 2.0", "step 2 loss 1.9", "partial line", "done"]
     assert backend.status(handle).state == "succeeded"
+
+
+def test_logs_follow_streams_the_pods_own_output_and_falls_back_to_s3(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    pod = fake_runpod.pods[handle.provider_id]
+    pod.log("container", "step 1 loss 2.0")
+    pod.log("container", "step 2 loss 1.9")
+    storage.write_bytes(handle.output + "/DONE", b"{}")
+    lines = list(backend.logs(handle, follow=True))  # SSE from the fake; the run is over when the stream ends
+    assert lines[-2:] == ["step 1 loss 2.0", "step 2 loss 1.9"]
+    assert any(line.startswith("[runpod] pulling image registry.local/trainpod") for line in lines), lines
+    assert any(r["op"] == "getPodLogs" for r in fake_runpod.v2_requests)
+    # the pod is gone: its log with it; the S3 log is the fallback
+    fake_runpod.pods[handle.provider_id].status = "TERMINATED"
+    storage.write_bytes(handle.output + "/logs/train.log", b"from s3\n")
+    lines = list(backend.logs(handle, follow=True))
+    assert "live log is unavailable" in lines[0] and lines[1:] == ["from s3"]
+
+
+def test_an_error_pod_is_terminated_and_reported_with_its_system_log(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3)
+    fake_runpod.pull_errors.add(plan.image)
+    with pytest.raises(TrainpodError, match="ERROR") as info:
+        backend.submit(plan, settings)
+    assert "unauthorized: authentication required" in info.value.message and "NVIDIA RTX A6000" not in str(info.value)
+    assert fake_runpod.live_pods() == [] and len(fake_runpod.pods) == 1  # not retried on the fallback GPU
+
+
+def test_a_pod_stuck_provisioning_is_terminated_and_the_next_gpu_type_tried(backend, s3, fake_runpod):
+    import threading
+
+    fake_runpod.never_start = True
+    backend.provision_timeout_s = 0.3
+    plan, settings = _plan(backend, s3)
+    threading.Timer(1.0, setattr, args=(fake_runpod, "never_start", False)).start()
+    handle = backend.submit(plan, settings)
+    first = [p for p in fake_runpod.pods.values() if p.name.endswith("-a0")][0]
+    assert first.status == "TERMINATED" and handle.extra["pod_name"].endswith("-a1")
+
+
+def test_out_of_stock_gpu_types_are_skipped_before_any_create(backend, s3, fake_runpod):
+    fake_runpod.set_stock("NVIDIA GeForce RTX 4090", 0, cloud="COMMUNITY")
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    assert handle.extra["gpu_type_id"] == "NVIDIA RTX A6000"
+    assert [r["body"]["gpu"]["id"] for r in fake_runpod.v2_requests if r["op"] == "createPod"] == ["NVIDIA RTX A6000"]
+
+
+def test_nothing_in_stock_for_the_cuda_floor_is_refused_before_renting(backend, s3, fake_runpod):
+    for gpu in ("NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000"):
+        fake_runpod.set_stock(gpu, 0, cloud="COMMUNITY", cuda="12.8")
+        fake_runpod.set_stock(gpu, 0, cloud="COMMUNITY", cuda="13.0")  # only CUDA 12.4 hosts free: below the floor
+    plan, settings = _plan(backend, s3)
+    with pytest.raises(CapacityError, match="no GPU type is in stock") as info:
+        backend.submit(plan, settings)
+    assert "NVIDIA GeForce RTX 4090 (COMMUNITY)" in info.value.message and "NVIDIA RTX A6000 (COMMUNITY)" in info.value.message
+    assert "CUDA >= 12.8" in info.value.message and fake_runpod.pods == {}
+
+
+def test_insufficient_balance_stops_without_trying_fallbacks(backend, s3, fake_runpod):
+    from trainpod.backends.runpod_api import InsufficientBalanceError
+
+    fake_runpod.balance = 0
+    plan, settings = _plan(backend, s3)
+    with pytest.raises(InsufficientBalanceError):
+        backend.submit(plan, settings)
+    assert sum(1 for r in fake_runpod.v2_requests if r["op"] == "createPod") == 1
+
+
+def test_status_shows_what_runpod_billed_next_to_the_estimate(backend, s3, fake_runpod):
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    fake_runpod.pods[handle.provider_id].billed_s = 3600
+    status = backend.status(handle)
+    assert status.billed_usd == pytest.approx(0.34, rel=0.01) and status.estimated_cost_usd == 1.36
 
 
 def test_failed_run_reads_failed_with_the_supervisors_reason(backend, s3, fake_runpod):
@@ -272,7 +347,7 @@ def test_a_job_falls_back_to_the_next_gpu_type_on_capacity_errors(s3, fake_runpo
     prep = _job_prep(s3, tmp_path, monkeypatch)
     assert [a["gpu_type_id"] for a in prep.plan.provider_request["attempts"]][:2] == [
         "NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000"]
-    fake_runpod.inject("capacity", op="podFindAndDeployOnDemand")
+    fake_runpod.inject("capacity", op="createPod")
     handle = prep.backend.submit(prep.plan, prep.settings)
     assert handle.extra["gpu_type_id"] == "NVIDIA RTX A6000" and handle.extra["pod_name"].endswith("-a1")
     assert [p.gpu_type_id for p in fake_runpod.live_pods()] == ["NVIDIA RTX A6000"]

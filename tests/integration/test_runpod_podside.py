@@ -21,6 +21,7 @@ import pytest
 from tests.fakes.runpod_api import ProcessRunner
 from trainpod import podside
 from trainpod.backends.runpod_api import GraphQLClient, PodRequest, urllib_transport
+from trainpod.backends.runpod_v2 import UrllibTransport, V2Client
 from trainpod.config.loader import load_catalog
 from trainpod.spec import RunSpec, StorageURIs
 
@@ -53,7 +54,8 @@ def _deploy_process_pod(fake, client, spec: RunSpec, child: list[str]) -> str:
     fake.runner = ProcessRunner()
     cmd = [sys.executable, "-m", "trainpod.podside", "--", *child]
     pod = client.deploy(PodRequest(name="trainpod-podside-a0", image="img:test", gpu_type_id=GPU,
-                                   docker_args=shlex.join(cmd), env={"TRAINPOD_RUN_SPEC": spec.to_json()}))
+                                   cloud_type="COMMUNITY", docker_args=shlex.join(cmd),
+                                   env={"TRAINPOD_RUN_SPEC": spec.to_json()}))
     return pod.id
 
 
@@ -63,7 +65,7 @@ def _terminated(fake, pod_id: str):
 
 @pytest.fixture
 def client(fake_runpod):
-    return GraphQLClient(fake_runpod.api_key, retries=2, backoff_s=0.01, transport=urllib_transport)
+    return V2Client(fake_runpod.api_key, retries=2, backoff_s=0.01)
 
 
 def test_pod_trains_then_terminates_itself(fake_runpod, client, tmp_path):
@@ -91,8 +93,12 @@ def test_done_marker_means_no_training_again(fake_runpod, client, tmp_path):
 def test_restarted_container_of_a_failed_run_does_not_train_again(fake_runpod, client, tmp_path):
     out = tmp_path / "out"
     spec = _spec(out, max_runtime_minutes=5)
-    # the first self-terminate is refused, so the process exits and the fake restarts the container
+    # the first self-terminate is refused (v2, GraphQL, and both stops), so the process exits and the fake
+    # restarts the container
+    fake_runpod.inject("problem", op="deletePod", status=403, message="Forbidden")
     fake_runpod.inject("error", op="podTerminate", message="Forbidden")
+    fake_runpod.inject("problem", op="podAction", status=403, message="Forbidden")
+    fake_runpod.inject("error", op="podStop", message="Forbidden")
     runs = tmp_path / "runs.txt"
     pod_id = _deploy_process_pod(fake_runpod, client, spec,
                                  _child(f"open({str(runs)!r}, 'a').write('ran\\n'); raise SystemExit(1)"))
@@ -102,11 +108,50 @@ def test_restarted_container_of_a_failed_run_does_not_train_again(fake_runpod, c
     assert json.loads((out / "POD_EXIT").read_text())["exit_code"] == 1
 
 
-def _idle_pod(fake, client) -> tuple[str, GraphQLClient]:
-    pod = client.deploy(PodRequest(name="trainpod-watchdog-a0", image="img:test", gpu_type_id=GPU,
-                                   cloud_type="COMMUNITY"))
-    scoped = GraphQLClient(fake.pods[pod.id].api_key, retries=2, backoff_s=0.01, transport=urllib_transport)
+def _idle_pod(fake, client, name: str = "trainpod-watchdog-a0") -> tuple[str, V2Client]:
+    """A pod and the v2 client its supervisor holds (pod-scoped key, stdlib transport, as in the image)."""
+    pod = client.deploy(PodRequest(name=name, image="img:test", gpu_type_id=GPU, cloud_type="COMMUNITY"))
+    client.pod(pod.id)  # placed and started
+    scoped = V2Client(fake.pods[pod.id].api_key, retries=2, backoff_s=0.01, transport=UrllibTransport())
     return pod.id, scoped
+
+
+def _legacy(fake, pod_id: str) -> GraphQLClient:
+    return GraphQLClient(fake.pods[pod_id].api_key, retries=2, backoff_s=0.01, transport=urllib_transport)
+
+
+def test_self_terminate_falls_back_to_graphql_when_v2_refuses_the_pod_key(fake_runpod, client, tmp_path):
+    out = tmp_path / "out"
+    fake_runpod.pod_key_v2 = False  # that v2 accepts the pod-scoped key is unverified on RunPod
+    pod_id, scoped = _idle_pod(fake_runpod, client)
+    sup = podside.Supervisor(_spec(out, max_runtime_minutes=5), _child("pass"), api=scoped, pod_id=pod_id,
+                             storage=podside.TrainpodStorage(), fallback_api=_legacy(fake_runpod, pod_id))
+    assert sup.run() == 0
+    assert fake_runpod.pods[pod_id].status == "TERMINATED" and fake_runpod.pods[pod_id].terminated_by == "pod"
+    refused = [r for r in fake_runpod.v2_requests if r["op"] == "deletePod" and r["scope"] == pod_id]
+    assert refused and not (out / podside.STUCK_MARKER).exists()
+
+
+def test_when_no_api_lets_the_pod_terminate_it_stops_and_sweep_ends_it(fake_runpod, client, tmp_path):
+    from trainpod.backends.runpod import sweep
+    from trainpod.settings import load_settings
+
+    fake_runpod.pod_key_v2 = False
+    fake_runpod.pod_key_graphql_terminate = False
+    run_id = "podside-test-run"
+    out = tmp_path / "runs" / run_id
+    pod_id, scoped = _idle_pod(fake_runpod, client, name=f"trainpod-{run_id}-a0")
+    sup = podside.Supervisor(_spec(out, max_runtime_minutes=5), _child("raise SystemExit(1)"), api=scoped,
+                             pod_id=pod_id, storage=podside.TrainpodStorage(),
+                             fallback_api=_legacy(fake_runpod, pod_id))
+    assert sup.run() == 1
+    pod = fake_runpod.pods[pod_id]
+    assert pod.status == "EXITED" and pod.stopped_by == "pod"  # no GPU billing while it waits for the sweep
+    marker = json.loads((out / podside.STUCK_MARKER).read_text())
+    assert marker["pod_id"] == pod_id and marker["stopped"] and "Forbidden" in marker["errors"]
+    (item,) = sweep(load_settings(storage_uri=str(tmp_path)), terminate=True)  # a run unknown to this machine
+    assert item.terminated and "could not terminate itself" in item.reason
+    assert pod.status == "TERMINATED" and pod.terminated_by == "account"
 
 
 TRAP = ("import pathlib, signal, sys, time\n"

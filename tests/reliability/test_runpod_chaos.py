@@ -31,15 +31,16 @@ pytestmark = [pytest.mark.chaos, pytest.mark.runpod, pytest.mark.s3]
 SEED = 4242
 TRIALS = 12
 DEFINITE = {"succeeded", "failed", "cancelled", "preempted"}
-FAULTS = [
-    ("http", "podFindAndDeployOnDemand", {"status": 502}),
-    ("http", "pod", {"status": 503}),
-    ("drop", "podFindAndDeployOnDemand", {}),
-    ("lose_response", "podFindAndDeployOnDemand", {}),  # the pod exists, the answer never came
-    ("capacity", "podFindAndDeployOnDemand", {}),
-    ("delay", "gpuTypes", {"seconds": 0.3}),
-    ("drop", "podTerminate", {}),
-    ("error", "pod", {"message": "Something went wrong. Please try again later"}),
+FAULTS = [  # REST v2 operationIds (RunPod's OpenAPI document)
+    ("http", "createPod", {"status": 502}),
+    ("http", "getPod", {"status": 503}),
+    ("drop", "createPod", {}),
+    ("lose_response", "createPod", {}),  # the pod exists, the answer never came
+    ("capacity", "createPod", {}),
+    ("delay", "listGpuTypes", {"seconds": 0.3}),
+    ("drop", "deletePod", {}),
+    ("problem", "getPod", {"status": 500, "message": "Something went wrong. Please try again later"}),
+    ("rate_limit", "listPods", {"seconds": 1}),
 ]
 ENDINGS = ["finish", "cancel", "pod-dies", "never-starts", "cli-killed"]
 
@@ -82,7 +83,7 @@ def _trial(i: int, rng: random.Random, fake, s3, tmp_path) -> tuple[str, str, st
     if ending == "cli-killed":
         plan_file = tmp_path / f"{run_id}.plan.json"
         plan_file.write_text(plan.model_dump_json())
-        fake.inject("delay", op="pod", seconds=0.2, times=50)  # a slow start: the kill lands while waiting
+        fake.inject("delay", op="getPod", seconds=0.2, times=50)  # a slow start: the kill lands while waiting
         proc = subprocess.Popen([sys.executable, "-c", _SUBMIT, str(plan_file), s3.uri()], env=os.environ.copy(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30

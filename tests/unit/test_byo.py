@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.openapi import Contract
 from trainpod import contrib, launcher
 from trainpod.errors import ConfigError, UnsupportedError
 from trainpod.images import _ignored, project_files, project_image_plan
@@ -105,7 +106,8 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
     with pytest.raises(UnsupportedError, match=r"max_runtime would cost \$[0-9.]+, over max_cost_usd \$0.10"):
         launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90,
                                                 max_cost_usd=0.1))
-    assert plan.provider_request["mutation"] == "podFindAndDeployOnDemand" and not plan.provider_request["spot"]
+    assert plan.provider_request["api"] == "rest-v2" and not plan.provider_request["spot"]
+    assert Contract().errors("CreatePodRequest", plan.provider_request["body"]) == []
     spot = launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90,
                                                    spot=True)).plan
     assert spot.provider_request["mutation"] == "podRentInterruptable" and spot.provider_request["spot"]

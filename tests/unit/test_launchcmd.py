@@ -81,7 +81,7 @@ def test_runpod_pod_command_wraps_the_multi_gpu_launch_line():
     assert plan.command[:4] == ["python", "-m", "trainpod.podside", "--"]
     assert plan.command[4:9] == ["python", "-m", "trainpod_trainer.launch", "--nproc-per-node=2", "--standalone"]
     assert plan.env["NCCL_P2P_DISABLE"] == "1" and plan.gpus == 2
-    assert "trainpod_trainer.launch" in plan.provider_request["input"]["dockerArgs"]
+    assert "trainpod_trainer.launch" in plan.provider_request["body"]["args"]
 
 
 # ------------------------------------------------------------------ dry-run plans of every multi-process preset

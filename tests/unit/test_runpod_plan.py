@@ -1,8 +1,9 @@
 """RunPodBackend.plan: pure, refuses before money is spent, and shows exactly what it would rent.
 
 The dry-run snapshots pin what matters for the two shipped RunPod presets: GPU type ids and
-fallbacks, cloud type, the CUDA floor and allowed versions, disk, the cost estimate with its price
-source, secrets by name only, and the GraphQL document.
+fallbacks, cloud type, the CUDA floor, disk, the cost estimate with its price source, secrets by name
+only, and the REST v2 body (validated against RunPod's OpenAPI ``CreatePodRequest``) or, for spot, the
+legacy GraphQL document.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import pytest
 from graphql import parse
 
+from tests.contract.openapi import Contract
 from trainpod.backends.runpod import RunPodBackend, allowed_cuda_versions, expected_hours
 from trainpod.config.loader import load_catalog
 from trainpod.errors import ConfigError, UnsupportedError
@@ -39,23 +41,17 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
     secret = "s3cr3t-value-never-in-a-plan"
     plan = RunPodBackend().plan(_spec("oracle-rauru-cloud"), _settings(aws_secret_access_key=secret))
     req = plan.provider_request
-    assert req["mutation"] == "podFindAndDeployOnDemand"
+    assert req["api"] == "rest-v2" and req["endpoint"] == "POST /v2/pods" and req["schema"] == "CreatePodRequest"
     assert req["attempts"] == [
         {"gpu_type_id": "NVIDIA GeForce RTX 4090", "cloud_type": "COMMUNITY"},
         {"gpu_type_id": "NVIDIA RTX A6000", "cloud_type": "COMMUNITY"},
     ]
-    assert req["cuda_floor"] == "12.8"
-    assert req["allowed_cuda_versions"] == ["12.8", "12.9"]
+    assert req["cuda_floor"] == "12.8" and req["min_cuda_version"] == "12.8"
     assert req["price_per_gpu_hour"] == 0.69 and req["price_source"].startswith("profile price_per_gpu_hour")
     assert req["expected_hours"] == 4.0
     assert plan.estimated_cost_usd == 2.76  # $0.69 x 1 GPU x 240 min
     assert plan.gpus == 1 and plan.image == IMAGE
     assert plan.command == ["python", "-m", "trainpod.podside", "--", "python", "-m", "trainpod_trainer"]
-    inp = req["input"]
-    assert inp["gpuTypeId"] == "NVIDIA GeForce RTX 4090" and inp["cloudType"] == "COMMUNITY"
-    assert inp["containerDiskInGb"] == 40 and inp["volumeInGb"] == 0 and inp["startSsh"] is False
-    assert inp["name"] == f"trainpod-{RUN_ID}-a0"
-    assert inp["dockerArgs"] == "python -m trainpod.podside -- python -m trainpod_trainer"
     # secrets by name only, everywhere the plan is shown
     # S3: a run-scoped STS session minted at submit (trainpod.credentials), never the user's key id or secret
     assert plan.secret_env == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
@@ -63,28 +59,37 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
     shown = json.dumps(plan.display())
     assert secret not in shown and secret not in plan.model_dump_json()
     assert plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
-    assert {"key": "AWS_SECRET_ACCESS_KEY", "value": "***"} in inp["env"]
     assert plan.env["AWS_REGION"] == "eu-west-1" and "AWS_ACCESS_KEY_ID" not in plan.env
     assert "AKIAEXAMPLE" not in json.dumps(plan.display())
     assert "RUNPOD_API_KEY" not in plan.env and "RUNPOD_API_KEY" not in plan.secret_env
     assert RunSpec.from_json(plan.env["TRAINPOD_RUN_SPEC"]) == plan.spec
-    # the GraphQL it would send: one mutation, valid, redacted, with the spec env masked for the snapshot
-    doc = req["graphql"]
-    assert secret not in doc
-    parse(doc)
-    spec_literal = json.dumps(plan.env["TRAINPOD_RUN_SPEC"], ensure_ascii=False)
-    assert doc.replace(spec_literal, "<SPEC>") == (
-        'mutation { podFindAndDeployOnDemand(input: {name: "trainpod-' + RUN_ID + '-a0", '
-        'imageName: "ghcr.io/acme/trainpod:cuda-0123456789ab", gpuTypeId: "NVIDIA GeForce RTX 4090", '
-        'gpuCount: 1, cloudType: COMMUNITY, containerDiskInGb: 40, volumeInGb: 0, volumeMountPath: "/workspace", '
-        'ports: "", dockerArgs: "python -m trainpod.podside -- python -m trainpod_trainer", startSsh: false, '
-        'supportPublicIp: false, env: [{key: "TRAINPOD_RUN_SPEC", value: <SPEC>}, {key: "TRAINPOD_STOP_GRACE_SECONDS", value: "60"}, '
-        '{key: "PYTHONUNBUFFERED", value: "1"}, {key: "AWS_REGION", value: "eu-west-1"}, '
-        '{key: "AWS_ACCESS_KEY_ID", value: "***"}, {key: "AWS_SECRET_ACCESS_KEY", value: "***"}, '
-        '{key: "AWS_SESSION_TOKEN", value: "***"}, {key: "TRAINPOD_CREDENTIALS_EXPIRE_AT", value: "***"}], '
-        'allowedCudaVersions: ["12.8", "12.9"]}) '
-        '{ id name desiredStatus imageName gpuCount costPerHr lastStatusChange runtime { uptimeInSeconds } } }'
-    )
+    # the v2 body it would send: RunPod's CreatePodRequest (validated against the vendored OpenAPI document)
+    body = req["body"]
+    assert Contract().errors("CreatePodRequest", body) == []
+    assert body == {
+        "name": f"trainpod-{RUN_ID}-a0", "image": IMAGE, "cloud": "COMMUNITY",
+        "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.8"}, "disk": 40,
+        "env": {**plan.env, **{n: "***" for n in plan.secret_env}},
+        "args": "python -m trainpod.podside -- python -m trainpod_trainer",
+    }
+    assert "allowedCudaVersions" not in json.dumps(req)
+
+
+def test_the_dry_run_body_fails_the_contract_when_it_is_wrong():
+    """The contract check above can fail: a GraphQL-era field or a bare-major CUDA floor is refused."""
+    body = RunPodBackend().plan(_spec("oracle-rauru-cloud"), _settings()).provider_request["body"]
+    assert Contract().errors("CreatePodRequest", {**body, "terminateAfter": "2027-01-01T00:00:00Z"})
+    assert Contract().errors("CreatePodRequest", {**body, "gpu": {**body["gpu"], "minCudaVersion": "12"}})
+    assert Contract().errors("CreatePodRequest", {**body, "cloud": "ALL"})
+
+
+def test_cloud_all_becomes_one_v2_attempt_per_cloud():
+    plan = RunPodBackend().plan(_spec("oracle-rauru-cloud"), _settings(runpod_cloud_type="ALL"))
+    assert plan.provider_request["attempts"][:2] == [
+        {"gpu_type_id": "NVIDIA GeForce RTX 4090", "cloud_type": "COMMUNITY"},
+        {"gpu_type_id": "NVIDIA GeForce RTX 4090", "cloud_type": "SECURE"},
+    ]
+    assert Contract().errors("CreatePodRequest", plan.provider_request["body"]) == []
 
 
 def test_dry_run_snapshot_oracle_rauru_a100():
@@ -94,9 +99,9 @@ def test_dry_run_snapshot_oracle_rauru_a100():
         {"gpu_type_id": "NVIDIA A100 80GB PCIe", "cloud_type": "SECURE"},
         {"gpu_type_id": "NVIDIA A100-SXM4-80GB", "cloud_type": "SECURE"},
     ]
-    assert req["cuda_floor"] == "12.8" and req["allowed_cuda_versions"][0] == "12.8"
+    assert req["cuda_floor"] == "12.8" and req["body"]["gpu"]["minCudaVersion"] == "12.8"
     assert plan.estimated_cost_usd == 7.16  # $1.79 x 1 x 4 h, under max_cost_usd 12
-    assert req["input"]["containerDiskInGb"] == 60
+    assert req["body"]["disk"] == 60
     assert plan.secret_env == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                                "TRAINPOD_CREDENTIALS_EXPIRE_AT"]
 
@@ -108,10 +113,15 @@ def test_settings_cloud_type_overrides_profile_and_is_validated():
         RunPodBackend().plan(_spec("oracle-rauru-a100"), _settings(runpod_cloud_type="SECUR"))
 
 
-def test_spot_bids_the_on_demand_price_and_uses_interruptable():
+def test_spot_bids_the_on_demand_price_and_uses_interruptable_on_the_legacy_graphql_path():
     plan = RunPodBackend().plan(_spec("oracle-rauru-cloud", spot=True), _settings())
-    assert plan.provider_request["mutation"] == "podRentInterruptable"
-    assert plan.provider_request["bid_per_gpu"] == 0.69 and "bidPerGpu: 0.69" in plan.provider_request["graphql"]
+    req = plan.provider_request
+    assert req["api"] == "graphql" and req["mutation"] == "podRentInterruptable"
+    assert "legacy" in req["legacy"] and "early 2027" in req["legacy"]
+    assert any("legacy" in n and "2027" in n for n in plan.notes)
+    assert req["bid_per_gpu"] == 0.69 and "bidPerGpu: 0.69" in req["graphql"]
+    assert req["allowed_cuda_versions"] == ["12.8", "12.9", "13.0"]
+    parse(req["graphql"])
 
 
 def test_max_cost_guard_refuses_before_money_is_spent():
@@ -145,9 +155,34 @@ def test_refusals_have_reasons_and_hints(kwargs, preset, match):
 
 
 def test_cuda_floor_selects_newer_host_versions_only():
-    assert allowed_cuda_versions("12.8") == ["12.8", "12.9"]
-    assert allowed_cuda_versions("11.8")[0] == "11.8" and len(allowed_cuda_versions("11.8")) == 11
+    """The exact list is for the legacy GraphQL (spot) path; it now reaches the 13.x hosts report."""
+    assert allowed_cuda_versions("12.8") == ["12.8", "12.9", "13.0"]
+    assert allowed_cuda_versions("11.8")[0] == "11.8" and len(allowed_cuda_versions("11.8")) == 12
     assert allowed_cuda_versions("13.1") == []
+
+
+def test_on_demand_cuda_floor_is_open_ended_for_13x_hosts():
+    """v2 takes gpu.minCudaVersion: a CUDA 13.1 image plans fine on-demand (hosts report 13.x), where the old
+    exact list refused it."""
+    from trainpod.config.loader import load_catalog as catalog
+
+    cfg = catalog(use_cwd=False).resolve("oracle-rauru-cloud", {})
+    hw = cfg.hardware.model_copy(update={"cuda_version": "13.1"})
+    spec = _spec("oracle-rauru-cloud").model_copy(update={"config": cfg.model_copy(update={"hardware": hw})})
+    plan = RunPodBackend().plan(spec, _settings())
+    assert plan.provider_request["body"]["gpu"]["minCudaVersion"] == "13.1"
+
+
+def test_shipped_hardware_names_only_gpu_types_runpod_offers():
+    """cloud-a100-40gb named "NVIDIA A100-SXM4-40GB", which RunPod no longer offers (shared/runpod/README.md)."""
+    from tests.fakes.runpod_api import DEFAULT_GPU_TYPES
+
+    offered = {g["id"] for g in DEFAULT_GPU_TYPES} | {"NVIDIA H100 80GB HBM3"}
+    cat = load_catalog(use_cwd=False)
+    for name, hw in cat.hardware.items():
+        for gpu in filter(None, [hw.runpod_gpu_type_id, *hw.runpod_fallback_gpu_type_ids]):
+            assert gpu in offered, f"hardware {name}: {gpu!r} is not a GPU type RunPod offers"
+    assert cat.hardware["cloud-a100-40gb"].runpod_gpu_type_id == "NVIDIA A100 80GB PCIe"
 
 
 def test_duration_heuristic_from_steps_when_no_max_runtime():

@@ -80,6 +80,8 @@ class RunStatus(BaseModel):
     loss: float | None = None
     elapsed_s: float | None = None
     cost_usd: float | None = None
+    billed_usd: float | None = None  # what the provider actually billed (RunPod REST v2 /v2/billing/pods)
+    estimated_cost_usd: float | None = None  # the launch-time estimate, for comparison
 
 
 @runtime_checkable

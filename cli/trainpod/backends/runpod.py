@@ -2,8 +2,12 @@
 
 ``plan`` is pure (no network): it refuses what cannot run *before* money is spent, and returns the
 exact pod request (GPU type + fallbacks, cloud, CUDA floor, disk, env with secrets by name only),
-an estimated cost with the source of its price, and the GraphQL mutation ``submit`` will send
-(redacted), so ``--dry-run`` shows precisely what would be rented.
+an estimated cost with the source of its price, and the body ``submit`` will send (redacted), so
+``--dry-run`` shows precisely what would be rented: an on-demand pod is a REST v2 ``POST /v2/pods``
+``CreatePodRequest`` body (:mod:`trainpod.backends.runpod_v2`); a spot pod is the legacy GraphQL
+``podRentInterruptable`` mutation (v2 has no spot pods; RunPod retires GraphQL in early 2027), with a
+provider-side ``terminateAfter`` deadline. ``submit`` orders the GPU types by the catalog's stock for the
+CUDA floor and refuses before renting when none is in stock.
 
 Decisions:
 
@@ -24,6 +28,7 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -54,9 +59,13 @@ from trainpod.launchcmd import trainer_command
 from trainpod.settings import Settings
 from trainpod.spec import RunSpec
 
-# CUDA versions RunPod hosts advertise (the ``allowedCudaVersions`` enum of its API). Assumption to
-# re-check against https://graphql-spec.runpod.io when RunPod adds a release.
-RUNPOD_CUDA_VERSIONS = ("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9")
+# CUDA versions RunPod hosts report, for the legacy GraphQL path only (it matches an exact list; REST v2 takes
+# gpu.minCudaVersion, a floor). Hosts report up to 13.x (shared/runpod/README.md); re-check when RunPod adds one.
+RUNPOD_CUDA_VERSIONS = ("11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9",
+                        "13.0")
+LEGACY_GRAPHQL = ("legacy: RunPod's GraphQL API, retired in early 2027 (REST v2 has no spot pods); "
+                  "terminateAfter = max runtime + stop grace + start-up allowance")
+TERMINATE_AFTER_STARTUP_MIN = 10.0  # image pull + start before the watchdog's clock starts
 CLOUD_TYPES: tuple[CloudType, ...] = ("ALL", "SECURE", "COMMUNITY")
 POD_SUPERVISOR = ["python", "-m", "trainpod.podside", "--"]
 
@@ -67,6 +76,7 @@ def pod_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
     return [*POD_SUPERVISOR, *argv], env
 POD_NAME_PREFIX = "trainpod-"
 VOLUME_MOUNT = WORKSPACE
+STUCK_MARKER = "POD_STUCK"  # left in the output by a pod that could not terminate itself (trainpod.podside)
 
 ASSUMED_MFU = 0.3  # of the hardware table's peak_tflops (dense bf16 per GPU), for the duration heuristic only
 STARTUP_HOURS = 10 / 60  # image pull + model download + dataset sync, before the first step
@@ -184,10 +194,10 @@ class RunPodBackend:
         # a CUDA image needs a driver at least as new as its CUDA (schema: cuda_version is set); the CPU
         # stand-in (tests only) runs on any host
         cuda = allowed_cuda_versions(hw.cuda_version) if hw.cuda_version else list(RUNPOD_CUDA_VERSIONS)
-        if not cuda:
+        if cfg.spot and not cuda:
             raise UnsupportedError(
                 f"hardware '{cfg.hardware_name}' needs CUDA >= {hw.cuda_version}, newer than any CUDA version "
-                f"trainpod knows RunPod to offer ({RUNPOD_CUDA_VERSIONS[-1]})",
+                f"trainpod knows RunPod to offer for spot pods ({RUNPOD_CUDA_VERSIONS[-1]})",
                 "lower cuda_version in the hardware table, or add the new version to RUNPOD_CUDA_VERSIONS",
             )
 
@@ -198,7 +208,11 @@ class RunPodBackend:
         if price is None:
             price_source = "none: the hardware profile has no price_per_gpu_hour; submit takes it from the API"
         notes.insert(0, f"price: {price_source}")
-        notes.append(f"CUDA floor {hw.cuda_version}: hosts with CUDA {', '.join(cuda)}")
+        if cfg.spot:
+            notes.append(f"CUDA floor {hw.cuda_version}: hosts with CUDA {', '.join(cuda)}")
+        else:
+            notes.append(f"CUDA floor {hw.cuda_version or 'none (CPU stand-in)'}: gpu.minCudaVersion; submit orders "
+                         "the GPU types by the catalog's stock for it and refuses when none is in stock")
 
         command, launch_env = pod_command(spec)
         env = {**self._env(spec, settings), **launch_env}
@@ -215,22 +229,18 @@ class RunPodBackend:
             volume_mount_path=VOLUME_MOUNT,
             env={**env, **{n: "***" for n in secret_names}},
             docker_args=shlex.join(command),
-            allowed_cuda_versions=cuda,
+            allowed_cuda_versions=cuda if cfg.spot else (),
+            min_cuda_version=None if cfg.spot else hw.cuda_version,
             bid_per_gpu=price if cfg.spot else None,
         )
         if cfg.spot:
             notes.append("spot: bid = on-demand price (a cap); submit lowers it to the API's spot price")
-        attempts = [{"gpu_type_id": g, "cloud_type": cloud} for g in [gpu_type, *hw.runpod_fallback_gpu_type_ids]]
+            notes.append("spot pods use " + LEGACY_GRAPHQL)
         provider_request = {
-            "api": "graphql",
-            "mutation": request.mutation,
-            "attempts": attempts,
-            "input": _display_input(request.graphql_input()),
-            "graphql": request.document(secret_names),
+            **pod_provider_request(request, secret_names, [gpu_type, *hw.runpod_fallback_gpu_type_ids]),
             "cloud_type": cloud,
             "gpu_type_id": gpu_type,
             "fallback_gpu_type_ids": list(hw.runpod_fallback_gpu_type_ids),
-            "allowed_cuda_versions": cuda,
             "cuda_floor": hw.cuda_version,
             "spot": cfg.spot,
             "bid_per_gpu": request.bid_per_gpu,
@@ -312,28 +322,30 @@ class RunPodBackend:
             )
 
     start_timeout_s = 600.0  # a pod that has not started by then is terminated; the next fallback is tried
+    provision_timeout_s = 300.0  # a pod still PROVISIONING (no machine) by then is terminated, with its system log
     poll_s = 5.0
 
     def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
-        """Rent the pod: live prices re-checked against max_cost, fallbacks on capacity, bounded start.
+        """Rent the pod: live prices re-checked against max_cost, GPU types ordered by stock (refused when none is
+        in stock), fallbacks on capacity, bounded start.
 
         The run is recorded as soon as a pod exists, so a CLI killed while waiting leaves a run that
         ``runs status``/``cancel``/``sweep`` can still find.
         """
-        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.backends.runpod_v2 import V2Client
 
-        return self._rent(plan, settings, GraphQLClient.from_settings(settings), first_attempt=0, relaunches=0)
+        return self._rent(plan, settings, V2Client.from_settings(settings), first_attempt=0, relaunches=0)
 
     max_relaunches = 3
 
     def relaunch(self, handle: RunHandle, settings: Settings) -> RunHandle:
         """Rent a new pod for a preempted spot run (bounded); the trainer in it resumes from the latest
         complete checkpoint in S3, so the total number of steps is unchanged."""
-        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.backends.runpod_v2 import V2Client
         from trainpod.errors import TrainpodError
 
         count = int(handle.extra.get("relaunches", 0))
-        api = GraphQLClient.from_settings(settings)
+        api = V2Client.from_settings(settings)
         if handle.provider_id:
             api.terminate(handle.provider_id)  # whatever is left of the preempted pod, relaunched or not
         if count >= self.max_relaunches:
@@ -361,91 +373,195 @@ class RunPodBackend:
 
     def _rent(self, plan: LaunchPlan, settings: Settings, api: Any, *, first_attempt: int,
               relaunches: int, previous: RunHandle | None = None) -> RunHandle:
-        """Rent the first GPU type of ``provider_request["attempts"]`` (the profile's, then its fallbacks) that is
-        offered at an acceptable price, has capacity and starts; each try is a numbered pod name (``-aN``).
-        A relaunch (``previous``) keeps the run's creation time and what others recorded on it (pipeline stage)."""
-        from trainpod.backends.runpod_api import CapacityError
+        """Rent the first of ``provider_request["attempts"]`` (the profile's GPU type, then its fallbacks; on-demand:
+        ordered by the catalog's stock, out-of-stock ones skipped) that is offered at an acceptable price, has
+        capacity and starts; each try is a numbered pod name (``-aN``). On-demand pods go through REST v2
+        (``api``), spot pods through the legacy GraphQL client. A relaunch (``previous``) keeps the run's
+        creation time and what others recorded on it (pipeline stage)."""
+        from trainpod.backends.runpod_api import CapacityError, ForbiddenError, GraphQLClient
+        from trainpod.errors import TrainpodError
         from trainpod.redact import register_secret
         from trainpod.runs import RunRegistry
         from trainpod.spec import utcnow_iso
 
         spec, req = plan.spec, plan.provider_request
+        spot = bool(req["spot"])
+        renter = GraphQLClient.from_settings(settings) if spot else api
         registry = RunRegistry(settings.state_path)
-        offered = {g.id: g for g in api.gpu_types()}
+        offered = {g.id: g for g in renter.gpu_types()}
         env = {**plan.env, **pod_secret_env(plan, settings)}  # mints the run's S3 session (each rent: renewal)
         for name in plan.secret_env:
             register_secret(env.get(name))
-        auth_id = self._registry_auth(api, settings)
         tried: list[str] = []
-        for attempt, choice in enumerate(req["attempts"], start=first_attempt):
+        candidates = list(req["attempts"]) if spot else self._by_stock(api, req, tried)
+        auth_id = self._registry_auth(api, settings)
+        last_detail = ""
+        for attempt, choice in enumerate(candidates, start=first_attempt):
             gpu, cloud = choice["gpu_type_id"], choice["cloud_type"]
             info = offered.get(gpu)
-            price = info.price(cloud, spot=req["spot"]) if info else None
+            price = info.price(cloud, spot=spot) if info else None
             if price is None:
                 tried.append(f"{gpu} ({cloud}): not offered by RunPod now")
                 continue
             cap = req.get("bid_per_gpu")
-            if req["spot"] and cap is not None and price > cap:
+            if spot and cap is not None and price > cap:
                 tried.append(f"{gpu} ({cloud}): spot price ${price:g} is above the ${cap:g} cap")
                 continue
             estimate = self._estimate_at(plan, price)
-            pod_request = _pod_request(req["input"], name=pod_name(spec.run_id, attempt), gpu_type_id=gpu,
+            pod_request = _pod_request(req, name=pod_name(spec.run_id, attempt), gpu_type_id=gpu,
                                        cloud_type=cloud, env=env, auth_id=auth_id,
-                                       bid=price if req["spot"] else None)
+                                       bid=price if spot else None,
+                                       deadline=self._terminate_after(plan, price) if spot else None)
             try:
-                pod = api.deploy(pod_request)
-            except CapacityError:
-                tried.append(f"{gpu} ({cloud}): no capacity")
+                pod = renter.deploy(pod_request)
+            except (CapacityError, ForbiddenError) as exc:
+                last_detail = exc.message
+                tried.append(f"{gpu} ({cloud}): {'no capacity' if spot else exc.message}")
                 continue
             name, own = self._record(plan)
             handle = RunHandle(
                 run_id=spec.run_id, backend=self.name, preset=name, provider_id=pod.id,
                 output=spec.storage.output, created=previous.created if previous else utcnow_iso(),
-                extra={**(previous.extra if previous else {}), "pod_name": pod_request.name, "gpu_type_id": gpu, "cloud_type": cloud, "spot": req["spot"],
-                       "price_per_gpu_hour": price, "price_source": "RunPod API gpuTypes",
+                extra={**(previous.extra if previous else {}), "pod_name": pod_request.name, "gpu_type_id": gpu,
+                       "cloud_type": cloud, "spot": spot, "api": "graphql" if spot else "rest-v2",
+                       "price_per_gpu_hour": price,
+                       "price_source": "RunPod API gpuTypes" if spot else "RunPod REST v2 /v2/catalog/gpus",
                        "cost_per_hr": pod.cost_per_hr, "estimated_cost_usd": estimate, "started": None,
                        "relaunches": relaunches, "next_attempt": attempt + 1,
                        "stop_grace_seconds": spec.stop_grace_seconds, **own},
             )
+            if pod_request.terminate_after:
+                handle.extra["terminate_after"] = pod_request.terminate_after
             registry.save(handle)
-            if self._wait_started(api, pod.id):
+            failure = self._wait_started(api, pod.id)
+            if failure is None:
+                started = api.pod(pod.id)
+                if started is not None and started.cost_per_hr:
+                    handle = registry.update(spec.run_id, cost_per_hr=started.cost_per_hr)
                 return registry.update(spec.run_id, started=utcnow_iso())
+            reason, fatal = failure
             api.terminate(pod.id)
             registry.update(spec.run_id, cancelled=True)
-            tried.append(f"{gpu} ({cloud}): pod {pod.id} did not start within {self.start_timeout_s:g}s (terminated)")
-        raise CapacityError(
-            "no RunPod pod could be started:\n  - " + "\n  - ".join(tried),
-            "add runpod_fallback_gpu_type_ids to the hardware table, set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, "
-            "or retry later",
-        )
+            if fatal:
+                raise TrainpodError(
+                    f"pod {pod.id} ({gpu}, {cloud}) failed while starting and was terminated: {reason}",
+                    "check that RunPod can pull the image (TRAINPOD_REGISTRY, TRAINPOD_REGISTRY_USERNAME/"
+                    "PASSWORD; a changed password needs `trainpod runs sweep --yes` to drop the old credential)",
+                )
+            tried.append(f"{gpu} ({cloud}): pod {pod.id} {reason} (terminated)")
+        hint = ("add runpod_fallback_gpu_type_ids to the hardware table, set TRAINPOD_RUNPOD_CLOUD_TYPE=ALL, "
+                "or retry later")
+        if last_detail and all("no longer" not in t for t in tried):
+            hint += f"; if every GPU type was refused the same way the request itself may break a rule: {last_detail}"
+        raise CapacityError("no RunPod pod could be started:\n  - " + "\n  - ".join(tried), hint)
 
-    def _wait_started(self, api: Any, pod_id: str) -> bool:
-        deadline = time.monotonic() + self.start_timeout_s
+    def _terminate_after(self, plan: LaunchPlan, price: float) -> str | None:
+        """GraphQL's provider-side deadline: max runtime (or what max_cost buys at ``price``) + stop grace +
+        start-up allowance, from now."""
+        req = plan.provider_request
+        minutes = req.get("max_runtime_minutes")
+        gpus = max(1, plan.gpus or 1)
+        if minutes is None and req.get("max_cost_usd") is not None and price:
+            minutes = float(req["max_cost_usd"]) / (price * gpus) * 60
+        if minutes is None:
+            return None
+        return terminate_after(float(minutes) + plan.spec.stop_grace_seconds / 60 + TERMINATE_AFTER_STARTUP_MIN)
+
+    def _by_stock(self, api: Any, req: dict[str, Any], tried: list[str]) -> list[dict[str, str]]:
+        """The attempts ordered by the catalog's pod stock for the CUDA floor (HIGH first, then the profile's order);
+        those out of stock are left out. Refuses before renting when none is in stock, naming what was checked."""
+        from trainpod.backends.runpod_api import CapacityError, RunPodAPIError
+        from trainpod.backends.runpod_v2 import STOCK_RANK
+
+        attempts = list(req["attempts"])
+        count = int(req["body"]["gpu"].get("count", 1))
+        floor = req.get("min_cuda_version")
+        stock = {}
+        try:
+            for cloud in dict.fromkeys(a["cloud_type"] for a in attempts):
+                gpus = [a["gpu_type_id"] for a in attempts if a["cloud_type"] == cloud]
+                for s in api.stock(gpus, cloud, count, floor):
+                    stock[(s.gpu_type_id, cloud)] = s
+        except RunPodAPIError as exc:  # the catalog is an ordering aid, not a reservation: rent in profile order
+            tried.append(f"stock unknown ({exc.message}); trying in the profile's order")
+            return attempts
+        ranked = [(i, a) for i, a in enumerate(attempts) if stock[(a["gpu_type_id"], a["cloud_type"])].in_stock]
+        if not ranked:
+            checked = "; ".join(
+                f"{a['gpu_type_id']} ({a['cloud_type']}): {stock[(a['gpu_type_id'], a['cloud_type'])].availability}"
+                + ("" if stock[(a["gpu_type_id"], a["cloud_type"])].cuda_available or
+                   stock[(a["gpu_type_id"], a["cloud_type"])].availability in ("NONE", "UNLISTED")
+                   else f", none free with CUDA >= {floor}")
+                for a in attempts)
+            raise CapacityError(
+                f"nothing to rent: no GPU type is in stock on RunPod for {count} GPU(s)"
+                f"{f' with CUDA >= {floor}' if floor else ''} (checked {checked}); no pod was created",
+                "retry later, add runpod_fallback_gpu_type_ids to the hardware table, or set "
+                "TRAINPOD_RUNPOD_CLOUD_TYPE=ALL",
+            )
+        ranked.sort(key=lambda ia: (-STOCK_RANK[stock[(ia[1]["gpu_type_id"], ia[1]["cloud_type"])].availability], ia[0]))
+        for a in attempts:
+            s = stock[(a["gpu_type_id"], a["cloud_type"])]
+            if not s.in_stock:
+                tried.append(f"{a['gpu_type_id']} ({a['cloud_type']}): out of stock ({s.availability}"
+                             f"{f', CUDA >= {floor}' if floor else ''}); not tried")
+        return [a for _i, a in ranked]
+
+    def _wait_started(self, api: Any, pod_id: str) -> tuple[str, bool] | None:
+        """None once the pod runs; else (why, fatal). ERROR (e.g. the image pull failed) is fatal: every other GPU
+        type would fail the same way. PROVISIONING past ``provision_timeout_s`` (no machine) and not started by
+        ``start_timeout_s`` are not. The reason carries the pod's system log."""
+        begun = time.monotonic()
         while True:
             pod = api.pod(pod_id)
-            if pod is not None and pod.started:
-                return True
-            if pod is None or pod.desired_status in ("EXITED", "TERMINATED") or time.monotonic() >= deadline:
-                return False
-            time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+            now = time.monotonic()
+            if pod is not None and pod.desired_status == "RUNNING" and pod.started:
+                return None
+            if pod is None or pod.desired_status in ("EXITED", "TERMINATED"):
+                return "ended before it started", False
+            if pod.failed:
+                return "is in ERROR" + self._system_log(api, pod_id, stop_first=False), True
+            if pod.desired_status == "PROVISIONING" and now - begun >= self.provision_timeout_s:
+                return (f"was still PROVISIONING after {self.provision_timeout_s:g}s (no machine)"
+                        + self._system_log(api, pod_id)), False
+            if now - begun >= self.start_timeout_s:
+                return f"did not start within {self.start_timeout_s:g}s" + self._system_log(api, pod_id), False
+            time.sleep(min(self.poll_s, max(0.0, self.start_timeout_s - (now - begun))))
+
+    @staticmethod
+    def _system_log(api: Any, pod_id: str, stop_first: bool = True, lines: int = 20) -> str:
+        """The pod's recent system log (image pull, start errors) as an indented block; '' when unavailable.
+        A pod still starting is stopped first, so the log stream ends after its backlog."""
+        from trainpod.backends.runpod_api import RunPodAPIError
+
+        try:
+            if stop_first:
+                api.stop(pod_id)
+            events = list(api.logs(pod_id, source="system", tail=lines, timeout_s=5.0))
+        except (RunPodAPIError, AttributeError):
+            return ""
+        if not events:
+            return ""
+        return "; its system log:\n      " + "\n      ".join(e.line for e in events[-lines:])
 
     @staticmethod
     def _registry_auth(api: Any, settings: Settings) -> str | None:
         """Registry credentials for a private image, stored at RunPod (None for a public image): the pull-only
-        token (TRAINPOD_REGISTRY_PULL_*) when configured, else the push login (the plan warns)."""
+        token (TRAINPOD_REGISTRY_PULL_*) when configured, else the push login (the plan warns). One credential per
+        registry + user, reused by its stable name (never one per launch)."""
         auth = credentials.registry_secret(settings)
         if auth is None:
             return None
         user, password = auth
-        name = f"trainpod-{settings.registry or 'registry'}-{user}"
-        return api.save_registry_auth(name, user, password)
+        return api.save_registry_auth(registry_credential_name(settings) or "", user, password)
 
     # ------------------------------------------------------------------ observe
     def status(self, handle: RunHandle) -> RunStatus:
-        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.backends.runpod_api import RunPodAPIError
+        from trainpod.backends.runpod_v2 import V2Client
         from trainpod.settings import load_settings
 
-        api = GraphQLClient.from_settings(load_settings())
+        api = V2Client.from_settings(load_settings())
         pod = api.pod(handle.provider_id) if handle.provider_id else None
         markers = _read_markers(handle.output)
         progress = markers.get(STATUS_JSON) or {}
@@ -453,8 +569,15 @@ class RunPodBackend:
         cost = None
         if elapsed is not None and pod is not None and pod.cost_per_hr:
             cost = round(pod.cost_per_hr * elapsed / 3600, 4)
+        billed = None
+        if handle.provider_id:
+            try:  # what RunPod actually billed (all of this run's pod), next to the estimate
+                billed = api.pod_cost(handle.provider_id, since=handle.created)
+            except RunPodAPIError:
+                billed = None
         common: dict[str, Any] = {"step": progress.get("step"), "loss": progress.get("loss"), "elapsed_s": elapsed,
-                                  "cost_usd": cost}
+                                  "cost_usd": cost, "billed_usd": billed,
+                                  "estimated_cost_usd": handle.extra.get("estimated_cost_usd")}
         exit_info = markers.get(POD_EXIT)
         if exit_info and exit_info.get("pod_id") not in (None, handle.provider_id):
             exit_info = None  # left by an earlier pod of this run (before a relaunch)
@@ -478,16 +601,62 @@ class RunPodBackend:
             # reaped by `runs sweep` after exiting); "unknown" would leave it looking resumable forever.
             state = "preempted" if handle.extra.get("spot") else "failed"
             return RunStatus(state=state, detail="the pod is gone and left no result in the output", **common)
+        if pod.failed:
+            return RunStatus(state="failed", detail=f"pod {pod.id} is in ERROR (`trainpod runs logs` shows its "
+                                                    "system log)", **common)
         if pod.desired_status == "EXITED":
             state = "preempted" if handle.extra.get("spot") else "failed"
             return RunStatus(state=state, detail=f"pod {pod.id} exited ({pod.last_status_change})", **common)
         if not pod.started:
-            return RunStatus(state="pending", detail=f"pod {pod.id} is starting", **common)
+            return RunStatus(state="pending", detail=f"pod {pod.id} is {pod.desired_status.lower()}", **common)
         return RunStatus(state="running", detail=f"pod {pod.id} on {handle.extra.get('gpu_type_id')}", **common)
 
     def logs(self, handle: RunHandle, follow: bool = False) -> Iterator[str]:
-        """Lines of ``logs/train.log``, which the trainer uploads to the output periodically (RunPod's
-        API has no log endpoint for pods); ``follow`` tails until the run reaches a final state."""
+        """``follow``: the pod's own output, live (REST v2 server-sent events: the container's lines, and RunPod's
+        system lines — image pull, start errors — prefixed ``[runpod]``), resumed with Last-Event-ID when the
+        stream breaks, until the run reaches a final state; the S3 log when the pod's log is unavailable.
+        Without ``follow``: ``logs/train.log``, which the trainer uploads to the output periodically."""
+        from trainpod.backends.runpod_api import RunPodAPIError
+
+        if follow and handle.provider_id:
+            try:
+                yield from self._follow_pod(handle)
+                return
+            except RunPodAPIError as exc:
+                yield f"[trainpod] the pod's live log is unavailable ({exc.message}); following the S3 log"
+        yield from self._s3_log(handle, follow)
+
+    log_tail = 1000  # lines of backlog a follower starts with
+
+    def _follow_pod(self, handle: RunHandle) -> Iterator[str]:
+        from trainpod.backends.base import TERMINAL_STATES
+        from trainpod.backends.runpod_api import PodNotFoundError
+        from trainpod.backends.runpod_v2 import V2Client
+        from trainpod.settings import load_settings
+
+        api = V2Client.from_settings(load_settings())
+        cursor: str | None = None
+        assert handle.provider_id is not None
+        while True:
+            try:
+                for event in api.logs(handle.provider_id, tail=self.log_tail, last_event_id=cursor,
+                                      timeout_s=max(60.0, 4 * self.poll_s)):
+                    cursor = event.id or cursor
+                    yield event.line if event.source == "container" else f"[runpod] {event.line}"
+            except PodNotFoundError:
+                if cursor is None:
+                    raise  # never saw the pod's log: the S3 log has the run's output
+            status = self.status(handle)
+            if status.state in TERMINAL_STATES + ("unknown", "preempted"):
+                return
+            over = self.over_limit(handle, status)
+            if over is not None:
+                yield f"[trainpod] {over}: the pod's watchdog has not stopped it; terminating pod {handle.provider_id}"
+                self.cancel(handle)
+                continue
+            time.sleep(min(self.poll_s, 1.0))
+
+    def _s3_log(self, handle: RunHandle, follow: bool) -> Iterator[str]:
         from trainpod import storage
         from trainpod.contract import TERMINAL_STATES
 
@@ -524,12 +693,12 @@ class RunPodBackend:
         appear in S3. This waits for that (up to ``release_timeout_s``) so the CLI never reports a run as
         over while its pod still runs; a pod still there after that (self-terminate failed, pod left
         EXITED) is terminated from here, and the line says so."""
-        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.backends.runpod_v2 import V2Client
         from trainpod.errors import TrainpodError
 
         if not handle.provider_id:
             return
-        api = GraphQLClient.from_settings(settings)
+        api = V2Client.from_settings(settings)
         deadline = time.monotonic() + self.release_timeout_s
         try:
             while True:
@@ -561,13 +730,13 @@ class RunPodBackend:
 
     def cancel(self, handle: RunHandle) -> None:
         """Terminate the pod (the trainer gets SIGTERM and checkpoints). Idempotent."""
-        from trainpod.backends.runpod_api import GraphQLClient
+        from trainpod.backends.runpod_v2 import V2Client
         from trainpod.runs import RunRegistry
         from trainpod.settings import load_settings
 
         settings = load_settings()
         if handle.provider_id:
-            GraphQLClient.from_settings(settings).terminate(handle.provider_id)
+            V2Client.from_settings(settings).terminate(handle.provider_id)
         handle.extra["cancelled"] = True
         registry = RunRegistry(settings.state_path)
         if handle.run_id in registry.ids():
@@ -594,15 +763,15 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
     ``TRAINPOD_STORAGE_URI/runs/RUN_ID`` (done there = safe to terminate), and otherwise it is only
     terminated with ``include_unknown``.
     """
-    from trainpod.backends.runpod_api import GraphQLClient
+    from trainpod.backends.runpod_v2 import V2Client
     from trainpod.errors import TrainpodError
     from trainpod.runs import RunRegistry
 
-    api = api or GraphQLClient.from_settings(settings)
+    api = api or V2Client.from_settings(settings)
     registry = RunRegistry(settings.state_path)
     known = set(registry.ids())
     items = []
-    for pod in api.pods():
+    for pod in api.pods(name_prefix=POD_NAME_PREFIX):
         if not pod.name.startswith(POD_NAME_PREFIX) or pod.desired_status == "TERMINATED":
             continue
         run_id = _run_id_of(pod.name)
@@ -613,7 +782,9 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
                     markers = _read_markers(f"{settings.storage_uri.rstrip('/')}/runs/{run_id}")
                 except TrainpodError:
                     markers = {}
-                if DONE in markers or POD_EXIT in markers:
+                if _stuck(markers, pod.id):
+                    verdict, reason = "done", _stuck(markers, pod.id)
+                elif DONE in markers or POD_EXIT in markers:
                     verdict, reason = "done", "the run has ended (DONE/POD_EXIT under TRAINPOD_STORAGE_URI)"
         else:
             handle = registry.get(run_id)
@@ -623,14 +794,16 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
                 markers = {}  # unreadable output: judge by the limits alone
             hours = (pod.uptime_seconds or 0) / 3600
             max_rt, max_cost = handle.extra.get("max_runtime_minutes"), handle.extra.get("max_cost_usd")
-            if DONE in markers or POD_EXIT in markers:
+            if _stuck(markers, pod.id):
+                verdict, reason = "done", _stuck(markers, pod.id)
+            elif DONE in markers or POD_EXIT in markers:
                 verdict, reason = "done", "the run has ended (DONE/POD_EXIT in its output)"
             elif max_rt is not None and hours * 60 > float(max_rt):
                 verdict, reason = "over-limit", f"up {hours * 60:.0f} min > max_runtime_minutes {max_rt:g}"
             elif max_cost is not None and pod.cost_per_hr and pod.cost_per_hr * hours > float(max_cost):
                 verdict, reason = "over-limit", f"cost ${pod.cost_per_hr * hours:.2f} > max_cost_usd {max_cost:g}"
-            elif pod.desired_status == "EXITED":
-                verdict, reason = "done", "the pod has exited"
+            elif pod.desired_status in ("EXITED", "ERROR"):
+                verdict, reason = "done", f"the pod has {'exited' if pod.desired_status == 'EXITED' else 'failed (ERROR)'}"
             else:
                 verdict, reason = "keep", "running within its limits"
         done = False
@@ -651,6 +824,43 @@ def pod_secret_env(plan: LaunchPlan, settings: Settings) -> dict[str, str]:
     return env
 
 
+def _stuck(markers: dict[str, Any], pod_id: str) -> str:
+    """The reason from the pod's own POD_STUCK marker (it could not terminate itself), or ''."""
+    info = markers.get(STUCK_MARKER)
+    if not isinstance(info, dict) or info.get("pod_id") != pod_id:
+        return ""
+    how = "stopped (no GPU billing)" if info.get("stopped") else "still running"
+    return f"the pod could not terminate itself and is {how}: {info.get('errors', '')}"[:300]
+
+
+def registry_credential_name(settings: Settings) -> str | None:
+    """The one RunPod registry credential trainpod keeps per registry + user (a stable name, never per launch)."""
+    auth = credentials.registry_secret(settings)
+    if auth is None:
+        return None
+    return f"{POD_NAME_PREFIX}{settings.registry or 'registry'}-{auth[0]}"
+
+
+def prune_registry_credentials(settings: Settings, delete: bool = False, api: Any = None) -> list[tuple[str, str]]:
+    """trainpod's registry credentials at RunPod (``trainpod-…``) that no pod uses and that are not the current
+    registry + user's: [(name, what happened)]. With ``delete`` they are deleted (RunPod refuses while a pod
+    pulls with one: it is kept)."""
+    from trainpod.backends.runpod_v2 import V2Client
+
+    api = api or V2Client.from_settings(settings)
+    in_use = {p.registry_id for p in api.pods() if p.registry_id}
+    current = registry_credential_name(settings)
+    out = []
+    for reg in api.registries():
+        if not reg.name.startswith(POD_NAME_PREFIX) or reg.name == current or reg.id in in_use:
+            continue
+        if not delete:
+            out.append((reg.name, "unused"))
+        else:
+            out.append((reg.name, "deleted" if api.delete_registry(reg.id) else "kept: a pod still uses it"))
+    return out
+
+
 def _resume_hint(handle: RunHandle) -> str:
     return f"resume it with `trainpod launch {handle.preset} --remote runpod --resume {handle.run_id}`"
 
@@ -665,7 +875,7 @@ def _read_markers(output: str) -> dict[str, Any]:
     from trainpod import storage
 
     found: dict[str, Any] = {}
-    for name in (DONE, POD_EXIT, STATUS_JSON):
+    for name in (DONE, POD_EXIT, STUCK_MARKER, STATUS_JSON):
         raw = storage.read_bytes(output.rstrip("/") + "/" + name)
         if raw is None:
             continue
@@ -676,15 +886,24 @@ def _read_markers(output: str) -> dict[str, Any]:
     return found
 
 
-def _pod_request(inp: dict[str, Any], *, name: str, gpu_type_id: str, cloud_type: CloudType,
-                 env: dict[str, str], auth_id: str | None, bid: float | None) -> PodRequest:
-    """The plan's displayed input turned back into a request, with the attempt's choices and real env."""
+def _pod_request(req: dict[str, Any], *, name: str, gpu_type_id: str, cloud_type: CloudType,
+                 env: dict[str, str], auth_id: str | None, bid: float | None,
+                 deadline: str | None = None) -> PodRequest:
+    """The plan's displayed request turned back into a request, with the attempt's choices and real env."""
+    if "body" in req:  # REST v2
+        body = req["body"]
+        return PodRequest(
+            name=name, image=body["image"], gpu_type_id=gpu_type_id, gpu_count=body["gpu"].get("count", 1),
+            cloud_type=cloud_type, container_disk_gb=body.get("disk", 30), env=env, docker_args=body.get("args", ""),
+            min_cuda_version=body["gpu"].get("minCudaVersion"), container_registry_auth_id=auth_id,
+        )
+    inp = req["input"]
     return PodRequest(
         name=name, image=inp["imageName"], gpu_type_id=gpu_type_id, gpu_count=inp["gpuCount"],
         cloud_type=cloud_type, container_disk_gb=inp["containerDiskInGb"], volume_gb=inp["volumeInGb"],
         volume_mount_path=inp["volumeMountPath"], ports=inp["ports"], env=env, docker_args=inp["dockerArgs"],
         allowed_cuda_versions=tuple(inp.get("allowedCudaVersions") or ()), container_registry_auth_id=auth_id,
-        bid_per_gpu=bid,
+        bid_per_gpu=bid, terminate_after=deadline,
     )
 
 
@@ -694,3 +913,28 @@ def _display_input(data: dict[str, Any]) -> dict[str, Any]:
     for k, v in data.items():
         out[k] = getattr(v, "value", v)
     return out
+
+
+def pod_provider_request(request: PodRequest, secret_names: list[str], gpu_type_ids: list[str]) -> dict[str, Any]:
+    """What ``--dry-run`` shows of the provider request and ``submit`` rents from (secrets as ``***``).
+
+    On-demand: the REST v2 ``CreatePodRequest`` body, one attempt per GPU type and cloud (v2 has no ``ALL``
+    cloud: it becomes COMMUNITY, then SECURE). Spot: the legacy GraphQL mutation (``terminateAfter`` is set at
+    submit, from the submit time)."""
+    clouds = ["COMMUNITY", "SECURE"] if request.cloud_type == "ALL" and not request.spot else [request.cloud_type]
+    attempts = [{"gpu_type_id": g, "cloud_type": c} for g in gpu_type_ids for c in clouds]
+    hidden = set(secret_names)
+    if request.spot:
+        return {"api": "graphql", "legacy": LEGACY_GRAPHQL, "mutation": request.mutation,
+                "input": _display_input(request.graphql_input()), "graphql": request.document(secret_names),
+                "allowed_cuda_versions": list(request.allowed_cuda_versions), "attempts": attempts}
+    shown = dataclasses.replace(request, cloud_type=clouds[0],
+                                env={k: ("***" if k in hidden else v) for k, v in request.env.items()})
+    return {"api": "rest-v2", "endpoint": "POST /v2/pods", "schema": "CreatePodRequest", "body": shown.v2_body(),
+            "min_cuda_version": request.min_cuda_version, "attempts": attempts}
+
+
+def terminate_after(minutes: float, now: float | None = None) -> str:
+    """GraphQL ``terminateAfter``: an ISO 8601 UTC instant ``minutes`` from now."""
+    t = (time.time() if now is None else now) + minutes * 60
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(t)))

@@ -24,14 +24,19 @@ def _overview(registry: RunRegistry, live: bool) -> list[dict[str, Any]]:
 
     rows = []
     for h in registry.all():
-        state = "-"
+        state, billed = "-", None
         if live:
             try:
-                state = get_backend(h.backend).status(h).state
+                st = get_backend(h.backend).status(h)
+                state, billed = st.state, st.billed_usd
             except (TrainpodError, ImportError) as exc:
                 state = f"? ({str(exc).splitlines()[0][:60]})"
+        estimate = h.extra.get("estimated_cost_usd")
+        cost = "-" if billed is None and estimate is None else (
+            f"{'-' if billed is None else f'${billed:.2f}'} (est {'-' if estimate is None else f'${estimate:.2f}'})")
         rows.append({"run_id": h.run_id, "backend": h.backend, "preset": h.preset, "state": state,
-                     "created": h.created, "output": h.output})
+                     "created": h.created, "output": h.output, "cost": cost, "billed_usd": billed,
+                     "estimated_cost_usd": estimate})
     return rows
 
 
@@ -52,7 +57,7 @@ def list_runs(obj: dict, as_json: bool, no_status: bool) -> None:
     if as_json:
         emit_json(rows)
     else:
-        columns = ["run_id", "backend", "preset", "state", "created", "output"]
+        columns = ["run_id", "backend", "preset", "state", "cost", "created", "output"]
         emit_table("runs", columns, [[r[c] for c in columns] for r in rows])
 
 
@@ -113,6 +118,7 @@ def sweep(obj: dict, yes: bool, include_unknown: bool, as_json: bool) -> None:
     """Find RunPod pods and clusters that should not be billing: run done, over its limits, or unknown."""
     from dataclasses import asdict
 
+    from trainpod.backends.runpod import prune_registry_credentials
     from trainpod.backends.runpod import sweep as sweep_pods
     from trainpod.backends.runpod_cluster import sweep as sweep_clusters
     from trainpod.console import emit_json, emit_table
@@ -125,9 +131,12 @@ def sweep(obj: dict, yes: bool, include_unknown: bool, as_json: bool) -> None:
     # a cluster reads as one row (its id and name), deleted as a whole
     rows += [{"pod_id": c.cluster_id, "pod_name": c.cluster_name, "run_id": c.run_id, "verdict": c.verdict,
               "reason": c.reason, "terminated": c.deleted, "kind": "cluster"} for c in clusters]
+    credentials = prune_registry_credentials(settings, delete=yes)
     if as_json:
         emit_json(rows)
         return
+    for name, what in credentials:
+        click.echo(f"registry credential {name}: {what}", err=True)
     columns = ["pod_id", "pod_name", "run_id", "verdict", "reason", "terminated"]
     emit_table("pods and clusters", columns, [[r[c] for c in columns] for r in rows])
     flagged = [r for r in rows if r["verdict"] != "keep" and not r["terminated"]]
