@@ -87,6 +87,13 @@ def test_spot_bids_the_live_spot_price_and_reads_preemption(backend, s3, fake_ru
     handle = backend.submit(plan, settings)
     pod = fake_runpod.pods[handle.provider_id]
     assert pod.spot and pod.request["bidPerGpu"] == 0.2
+    # legacy GraphQL create: a provider-side deadline = max runtime (240 min) + stop grace (60 s) + 10 min start-up
+    import calendar
+    import time
+
+    deadline = calendar.timegm(time.strptime(pod.terminate_after, "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(deadline - (time.time() + (240 + 1 + 10) * 60)) < 30 and handle.extra["terminate_after"]
+    assert any("podRentInterruptable" in r["query"] and "terminateAfter" in r["query"] for r in fake_runpod.requests)
     fake_runpod.preempt(pod.id)
     assert backend.status(handle).state == "preempted"
 

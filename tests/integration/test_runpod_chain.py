@@ -1,6 +1,7 @@
-"""The whole RunPod chain, nothing mocked: CLI -> runpod SDK -> HTTP -> loopback fake API -> a real
-container on the local Docker engine (host networking) -> podside supervisor -> trainer -> S3 (moto
-on loopback) -> outputs downloaded by the CLI.
+"""The whole RunPod chain, nothing mocked: CLI -> REST v2 client (httpx; spot: the legacy GraphQL client over
+the runpod SDK) -> HTTP -> loopback fake API (every v2 request and answer validated against RunPod's OpenAPI
+document) -> a real container on the local Docker engine (host networking) -> podside supervisor -> trainer ->
+S3 (moto on loopback) -> outputs downloaded by the CLI.
 
 The CPU image stands in for the CUDA one: a test --config overlay gives the cpu hardware table a
 runpod_gpu_type_id, and ``TRAINPOD_RUNPOD_CPU_STAND_IN=1`` (settings.runpod_cpu_stand_in) lets RunPod's
@@ -104,6 +105,9 @@ def test_launch_trains_on_a_pod_downloads_the_adapter_and_the_pod_ends(chain, s3
     (pod,) = chain.pods.values()
     assert (pod.status, pod.terminated_by) == ("TERMINATED", "pod")  # podside terminated its own pod...
     assert "terminating it" not in res.stdout  # ...and the CLI's backstop was not needed
+    assert pod.api == "v2" and pod.request["gpu"]["id"] == "NVIDIA GeForce RTX 4090"  # REST v2 create
+    ops = [r["op"] for r in chain.v2_requests]
+    assert "createPod" in ops and "getPodLogs" in ops and "deletePod" in ops and chain.requests == []
     assert pod.image.startswith(os.environ["TRAINPOD_REGISTRY"] + "/")  # pushed to the registry, pulled by tag
     run_id = next(iter(json.loads(p.read_text())["run_id"] for p in (tmp_path / "state" / "runs").glob("*.json")))
     local = tmp_path / "downloads" / run_id
@@ -147,6 +151,7 @@ def test_preempted_spot_pod_is_relaunched_and_resumes_from_s3(chain, s3):
     shown = [line for line in out.splitlines() if line[:2] == "20"]  # timestamped trainer log lines
     assert shown and len(shown) == len(set(shown)), out  # the relaunched pod's restored log is not shown twice
     first, second = chain.pods.values()
+    assert first.api == second.api == "graphql" and first.terminate_after  # spot: the legacy GraphQL path
     assert (first.status, first.terminated_by) == ("TERMINATED", "account")  # the CLI, before relaunching
     assert (second.status, second.terminated_by) == ("TERMINATED", "pod")
     run_prefix = next(k for k in s3_keys(s3, "trainpod/runs/") if k.endswith("/DONE")).rpartition("/")[0]
