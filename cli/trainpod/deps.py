@@ -40,7 +40,8 @@ NEEDS: dict[str, Need] = {
     "s3": Need("boto3", ("boto3",), "s3", "s3:// datasets, outputs and RunPod runs go through S3"),
     "docker": Need("the docker SDK", ("docker",), "docker", "--remote docker and RunPod runs build images on the "
                    "local engine"),
-    "runpod": Need("the runpod SDK", ("runpod",), "runpod", "--remote runpod talks to RunPod's API"),
+    "runpod": Need("the runpod SDK and httpx", ("runpod", "httpx"), "runpod",
+                   "--remote runpod talks to RunPod's API (REST v2 over httpx; spot pods: GraphQL via the SDK)"),
     "tracking": Need("wandb", ("wandb",), "tracking", "WANDB_API_KEY or WANDB_MODE is set",
                      "or set WANDB_MODE=disabled to train without W&B"),
 }
