@@ -378,3 +378,42 @@ def test_a_preempted_spot_job_is_relaunched_with_resume_a_bounded_number_of_time
     with pytest.raises(TrainpodError, match="relaunched 1 times"):
         prep.backend.relaunch(handle, prep.settings)
     assert fake_runpod.live_pods() == []
+
+
+def test_sweep_deletes_only_unused_registry_credentials_trainpod_made(backend, s3, fake_runpod):
+    from pydantic import SecretStr
+
+    from trainpod.backends.runpod import prune_registry_credentials
+    from trainpod.backends.runpod_v2 import V2Client
+
+    client = V2Client(fake_runpod.api_key, retries=1)
+    old = client.save_registry_auth("trainpod-ghcr.io-olduser", "olduser", SecretStr("old-pw-123"))
+    used = client.save_registry_auth("trainpod-ghcr.io-bot", "bot", SecretStr("bot-pw-123"))
+    mine = client.save_registry_auth("my-own-credential", "me", SecretStr("my-pw-123"))
+    client.deploy(PodRequest(name="trainpod-x-a0", image="img", gpu_type_id="NVIDIA GeForce RTX 4090",
+                             cloud_type="COMMUNITY", container_registry_auth_id=used))
+    settings = load_settings(storage_uri=s3.uri())
+    assert prune_registry_credentials(settings) == [("trainpod-ghcr.io-olduser", "unused")]  # listing only
+    assert old in fake_runpod.registry_auths
+    assert prune_registry_credentials(settings, delete=True) == [("trainpod-ghcr.io-olduser", "deleted")]
+    assert set(fake_runpod.registry_auths) == {used, mine}
+
+
+def test_runs_list_and_status_show_the_billed_cost_next_to_the_estimate(backend, s3, fake_runpod):
+    import subprocess
+    import sys
+
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    fake_runpod.pods[handle.provider_id].billed_s = 7200  # two hours at $0.34/h
+    listed = subprocess.run([sys.executable, "-m", "trainpod", "runs", "list", "--json"], capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["billed_usd"] == pytest.approx(0.68, rel=0.01) and row["estimated_cost_usd"] == 1.36
+    assert row["cost"] == "$0.68 (est $1.36)"
+    shown = subprocess.run([sys.executable, "-m", "trainpod", "runs", "status", handle.run_id], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["billed_usd"] == pytest.approx(0.68, rel=0.01) and status["estimated_cost_usd"] == 1.36
