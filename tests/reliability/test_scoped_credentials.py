@@ -88,6 +88,7 @@ def _pod_env(session_env: dict[str, str], sts_s3) -> dict[str, str]:
 
 
 def test_minted_session_reads_its_dataset_writes_its_run_and_is_denied_elsewhere(sts_s3, tmp_path, chaos_record):
+    """As a process that holds only the session (the same probe runs in a container below)."""
     _seed(sts_s3)
     settings = load_settings()
     session = credentials.mint(_spec(sts_s3), settings)
@@ -259,3 +260,21 @@ def test_credentials_expiring_mid_run_stop_with_a_checkpoint_and_resume(sts_s3, 
     assert local[-1] >= resumed_from  # the local copy is kept, at least as new as the one in S3
     assert second.returncode == 0 and done, log2[-3000:]
     assert f"fetched checkpoint {resumed_from}" in log2
+
+
+@pytest.mark.docker
+def test_a_container_with_the_session_is_held_to_its_run(sts_s3, docker_env, cpu_image, chaos_record):
+    """The probe in the trainer image on the local engine (host network), with only the session in its env."""
+    _seed(sts_s3)
+    session = credentials.mint(_spec(sts_s3), load_settings())
+    env = {**session.env(), "AWS_ENDPOINT_URL": sts_s3.endpoint, "AWS_REGION": "us-east-1"}
+    out = docker_env.client().containers.run(
+        cpu_image.tag, command=["python", "-c", PROBE, sts_s3.bucket, sts_s3.uri(f"trainpod/runs/{RUN_ID}"),
+                                sts_s3.uri("trainpod/runs/someone-else"), sts_s3.uri("datasets/sample"), "/tmp/d"],
+        environment=env, network_mode="host", remove=True, stdout=True, stderr=False)
+    results = json.loads(out.decode().strip().splitlines()[-1])
+    ok = [k for k in ALLOWED if results[k] == "allowed"] + [k for k in DENIED if results[k] == "denied"]
+    chaos_record("  the same in a container (CPU image, only the session in its env)", len(ALLOWED + DENIED), len(ok),
+                 f"denied {[k for k in DENIED if results[k] == 'denied']}")
+    assert results == {**dict.fromkeys(ALLOWED, "allowed"), **dict.fromkeys(DENIED, "denied"),
+                       "list bucket root": results["list bucket root"]}, results
