@@ -48,10 +48,11 @@ def test_runpod_stores_the_pull_only_registry_token_not_the_push_login(sts_s3, f
     _, pod = _submit(sts_s3, fake_runpod, gated=False, run_id="reg-pull-20260101-000000-abc123",
                      registry="registry.local", registry_username="ci-push", registry_password=PUSH,
                      registry_pull_username="ci-pull", registry_pull_password=PULL)
-    (auth,) = fake_runpod.registry_auths.values()
+    ((auth_id, auth),) = fake_runpod.registry_auths.items()
     assert (auth["username"], auth["password"]) == ("ci-pull", PULL)
     assert PUSH not in json.dumps(fake_runpod.registry_auths) and PUSH not in json.dumps(pod.env)
-    assert pod.request.get("containerRegistryAuthId")
+    # the pod pulls with it: REST v2's ``registry`` (GraphQL: ``containerRegistryAuthId``)
+    assert auth_id in (pod.request.get("registry"), pod.request.get("containerRegistryAuthId"))
 
 
 def test_a_role_that_allows_less_than_the_run_needs_gets_its_one_hour_default(monkeypatch):
