@@ -367,6 +367,7 @@ class FakeRunPod:
         self.contract = Contract()
         self.violations: list[str] = []  # contract violations (requests we received, responses we sent)
         self.never_start = False  # pods stay PROVISIONING (no machine is ever assigned)
+        self.stuck_name_suffixes: set[str] = set()  # v2 pods whose name ends so never get a machine
         self.pull_errors: set[str] = set()  # images whose pull fails: the pod goes ERROR, the system log says why
         self.balance = 100.0  # <= 0: creates are refused with 402
         self.pod_key_v2 = True  # whether a pod-scoped key may act on its own pod through v2 (unverified)
@@ -421,7 +422,8 @@ class FakeRunPod:
         with self.lock:
             for pod in self.pods.values():
                 if pod.status in ("PROVISIONING", "STARTING"):
-                    if not self.never_start and pod.node_rank not in self.never_start_ranks:
+                    if (not self.never_start and pod.node_rank not in self.never_start_ranks
+                            and not any(pod.name.endswith(x) for x in self.stuck_name_suffixes)):
                         self._boot(pod)
                     continue
                 if pod.status != "RUNNING" or pod.started_at is None:

@@ -140,12 +140,9 @@ def test_an_error_pod_is_terminated_and_reported_with_its_system_log(backend, s3
 
 
 def test_a_pod_stuck_provisioning_is_terminated_and_the_next_gpu_type_tried(backend, s3, fake_runpod):
-    import threading
-
-    fake_runpod.never_start = True
+    fake_runpod.stuck_name_suffixes.add("-a0")  # the first pod never gets a machine
     backend.provision_timeout_s = 0.3
     plan, settings = _plan(backend, s3)
-    threading.Timer(1.0, setattr, args=(fake_runpod, "never_start", False)).start()
     handle = backend.submit(plan, settings)
     first = [p for p in fake_runpod.pods.values() if p.name.endswith("-a0")][0]
     assert first.status == "TERMINATED" and handle.extra["pod_name"].endswith("-a1")
