@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -239,14 +240,19 @@ class Session:
 
 
 def sts_endpoint(settings: Settings) -> str | None:
-    """``TRAINPOD_STS_ENDPOINT_URL``, else the S3 endpoint (MinIO and moto serve STS there), else AWS's."""
-    return settings.sts_endpoint_url or settings.s3_endpoint_url
+    """``TRAINPOD_STS_ENDPOINT_URL``, else an S3-compatible endpoint (MinIO and moto serve STS there), else AWS's
+    (also when the S3 endpoint is an AWS one, e.g. ``https://s3.eu-west-1.amazonaws.com``)."""
+    if settings.sts_endpoint_url:
+        return settings.sts_endpoint_url
+    s3 = settings.s3_endpoint_url
+    host = urlsplit(s3).hostname or "" if s3 else ""
+    return None if not s3 or host.endswith((".amazonaws.com", ".amazonaws.com.cn")) else s3
 
 
 def session_name(run_id: str) -> str:
     """A valid RoleSessionName/Name (2–32 chars of ``[\\w+=,.@-]``) that names the run."""
-    name = re.sub(r"[^\w+=,.@-]", "-", f"tp-{run_id}")
-    return name[:32]
+    name = re.sub(r"[^\w+=,.@-]", "-", run_id)
+    return "tp-" + name[-29:]  # the run id's end is its unique part (timestamp + random suffix)
 
 
 def mint(spec: Any, settings: Settings) -> Session:

@@ -177,3 +177,17 @@ def test_a_custom_jobs_session_covers_its_data_and_its_mirror(tmp_path, monkeypa
     assert prep.plan.secret_env[:3] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
     (session,) = {c["scope"] for c in prep.plan.credentials if c["kind"] == "sts-session"}
     assert f"read/write/delete {prep.spec.job.sync_uri}/" in session and "read s3://team-bucket/datasets/xy/" in session
+
+
+def test_sts_endpoint_follows_an_s3_compatible_endpoint_but_not_an_aws_one():
+    assert credentials.sts_endpoint(_settings(s3_endpoint_url="http://127.0.0.1:9000")) == "http://127.0.0.1:9000"
+    assert credentials.sts_endpoint(_settings(s3_endpoint_url="https://s3.eu-west-1.amazonaws.com")) is None
+    assert credentials.sts_endpoint(_settings()) is None
+    assert credentials.sts_endpoint(_settings(s3_endpoint_url="http://127.0.0.1:9000",
+                                              sts_endpoint_url="http://127.0.0.1:9001")) == "http://127.0.0.1:9001"
+
+
+def test_session_name_is_valid_for_sts_and_keeps_the_runs_unique_end():
+    name = credentials.session_name("oracle-rauru-cloud-20261128-165821-59db31")
+    assert name == "tp--cloud-20261128-165821-59db31" and len(name) == 32  # GetFederationToken's Name: 2..32
+    assert credentials.session_name("a/b c") == "tp-a-b-c"
