@@ -9,7 +9,9 @@ trainer import it inside images, where startup must stay cheap).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -67,6 +69,18 @@ def exit_detail(code: int | None) -> str:
 def shell_exit_code(returncode: int) -> int:
     """Popen's -N (killed by signal N) becomes the shell's 128+N."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+def record_exit_code(code: int) -> int:
+    """Leave this rank's exit code where the launch wrapper (``trainpod_trainer.launch``) looks, when it runs under
+    one (``$TRAINPOD_EXIT_CODE_DIR``): torchrun alone turns every non-zero code into 1. Returns ``code``."""
+    directory = os.environ.get(ENV_EXIT_CODE_DIR)
+    if directory:
+        rank = os.environ.get("RANK", "0")
+        tmp = Path(directory) / f".rank-{rank}.tmp"
+        tmp.write_text(str(code))
+        tmp.replace(Path(directory) / f"rank-{rank}")
+    return code
 
 
 # ---------------------------------------------------------------------------------------------- variables

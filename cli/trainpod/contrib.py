@@ -22,7 +22,7 @@ copy this file, contract.py and manifest.py.
             with contrib.checkpoint(step) as d:    # manifest written when the block ends without error
                 (d / "state.json").write_text(...)
         if contrib.stop_requested():
-            raise SystemExit(contrib.EXIT_STOPPED)
+            raise SystemExit(contrib.finish(contrib.EXIT_STOPPED))
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from trainpod.contract import (
     ENV_PREVIOUS_OUTPUT,
     ENV_RESUME_DIR,
     ENV_STOP_GRACE,
+    record_exit_code,
 )
 from trainpod.contract import EXIT_STOPPED as CONTRACT_EXIT_STOPPED
 from trainpod.manifest import checkpoint_name, checkpoint_step, list_checkpoints, verify_dir, write_manifest
@@ -99,6 +100,13 @@ def previous_output() -> Path | None:
 
 def stop_grace_seconds() -> float:
     return float(os.environ.get(GRACE_ENV) or 60)
+
+
+def finish(code: int) -> int:
+    """Your script's exit code, recorded for trainpod's launch wrapper: under ``launcher = "torchrun"`` torchrun
+    alone reports 1 for any failing rank, so ``raise SystemExit(contrib.finish(main()))`` keeps
+    :data:`EXIT_STOPPED` (resumable) apart from a crash. A no-op outside a launch wrapper."""
+    return record_exit_code(code)
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:

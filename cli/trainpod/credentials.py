@@ -35,6 +35,7 @@ from pydantic import SecretStr
 from trainpod.contract import SECRETS
 from trainpod.errors import TrainpodError
 from trainpod.settings import Settings
+from trainpod.spec import TrainerWorkload
 
 # STS limits (AWS documentation): AssumeRole up to the role's MaxSessionDuration (1 h by default, at most
 # 12 h); GetFederationToken up to 36 h; both at least 15 min. A session policy is at most 2048 packed bytes.
@@ -64,12 +65,9 @@ class Scope:
 
 
 def run_scope(spec: Any) -> Scope:
-    """What a RunSpec (a preset's, or a custom job's ``JobRunSpec``) reads and writes on S3."""
-    job = getattr(spec, "job", None)
-    if job is not None:
-        reads, writes = [job.data, job.previous_output], [job.sync_uri]
-    else:
-        reads, writes = [spec.storage.dataset, spec.init_from], [spec.storage.output]
+    """What a RunSpec reads (its data, a pipeline stage's input) and writes (its output that outlives the pod: a
+    custom job's S3 mirror) on S3."""
+    reads, writes = [spec.storage.dataset, spec.init_from], [spec.output_uri]
     s3 = [u for u in reads if u and u.startswith("s3://")]
     return Scope(tuple(dict.fromkeys(_norm(u) for u in s3)),
                  tuple(dict.fromkeys(_norm(u) for u in writes if u and u.startswith("s3://"))))
@@ -119,7 +117,7 @@ def _object_arn(uri: str) -> str:
 
 
 def _runtime_seconds(spec: Any) -> float | None:
-    limits = getattr(spec, "job", None) or spec.config
+    limits = spec.workload
     return None if limits.max_runtime_minutes is None else limits.max_runtime_minutes * 60
 
 
@@ -151,8 +149,7 @@ def long_lived_allowed(settings: Settings) -> bool:
 
 def hf_token_needed(spec: Any) -> bool:
     """The pod needs HF_TOKEN only for a base model marked gated/private (``gated = true`` on the expert)."""
-    cfg = getattr(spec, "config", None)
-    return bool(cfg is not None and cfg.expert.gated)
+    return isinstance(spec.workload, TrainerWorkload) and spec.config.expert.gated
 
 
 def describe(spec: Any, settings: Settings) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 The linear story, the same as the built-in trainer's:
 
-    JobRunSpec ─▶ pull data (s3://) ─▶ pick the resume checkpoint (local, else the S3 mirror)
+    RunSpec (a command workload) ─▶ pull data (s3://) ─▶ pick the resume checkpoint (local, else the S3 mirror)
     ─▶ run the command with the TRAINPOD_* contract, output teed to logs/train.log
     ─▶ mirror the output dir to S3 every sync_interval_seconds (default 60) and at exit, the log and
        status.json every log_sync_interval_seconds (default 10); TRAINPOD_(LOG_)SYNC_INTERVAL override them
@@ -46,9 +46,9 @@ from trainpod.contract import (
     shell_exit_code,
 )
 from trainpod.errors import ConfigError
-from trainpod.jobs import JobRunSpec, JobSpec
+from trainpod.launchcmd import job_argv
 from trainpod.manifest import MANIFEST_NAME, atomic_write_bytes, latest_complete
-from trainpod.spec import SPEC_ENV
+from trainpod.spec import SPEC_ENV, CommandWorkload, RunSpec
 
 SYNC_INTERVAL_ENV = ENV_SYNC_INTERVAL
 LOG_SYNC_INTERVAL_ENV = ENV_LOG_SYNC_INTERVAL
@@ -58,23 +58,24 @@ def _log(msg: str) -> None:
     print(f"[trainpod.jobrun] {msg}", flush=True)
 
 
-def _load(path: str | None) -> JobRunSpec:
-    if path:
-        return JobRunSpec.from_json(Path(path).read_text(encoding="utf-8"), source=path)
-    text = os.environ.get(SPEC_ENV)
-    if not text:
+def _load(path: str | None) -> RunSpec:
+    if not path and not os.environ.get(SPEC_ENV):
         raise SystemExit(f"no job spec: pass --spec FILE or set {SPEC_ENV}")
-    return JobRunSpec.from_json(text)
+    spec = RunSpec.load(path)
+    if not isinstance(spec.workload, CommandWorkload):
+        raise SystemExit(f"run {spec.run_id} runs the built-in trainer: start it with python -m trainpod_trainer")
+    return spec
 
 
-def _data_dir(job: JobSpec, run_id: str) -> str | None:
-    if not job.data or not job.data.startswith("s3://"):
-        return job.data
+def _data_dir(spec: RunSpec) -> str | None:
+    data = spec.storage.dataset or None
+    if not data or not data.startswith("s3://"):
+        return data
     from trainpod.storage import sync_down
 
-    local = Path(tempfile.gettempdir()) / "trainpod-data" / run_id
-    result = sync_down(job.data, local)
-    _log(f"pulled {job.data} -> {local} ({len(result.transferred)} files)")
+    local = Path(tempfile.gettempdir()) / "trainpod-data" / spec.run_id
+    result = sync_down(data, local)
+    _log(f"pulled {data} -> {local} ({len(result.transferred)} files)")
     return str(local)
 
 
@@ -99,7 +100,7 @@ def _restore_outputs(uri: str, out: Path) -> int:
     return restored
 
 
-def _resume_dir(job: JobSpec, out: Path, resume: bool) -> Path | None:
+def _resume_dir(job: CommandWorkload, out: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from: the latest complete one here, else (a machine without one, e.g. a relaunched
     pod) the mirror's, fetched after the mirror's other files. A machine with its checkpoints keeps its own files."""
     if not resume:
@@ -179,8 +180,9 @@ class _Mirror:
         self.sync(final=True)
 
 
-def run(spec: JobRunSpec) -> int:
-    job = spec.job
+def run(spec: RunSpec) -> int:
+    job = spec.workload
+    assert isinstance(job, CommandWorkload)
     out = Path(spec.storage.output)
     (out / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     (out / DONE).unlink(missing_ok=True)
@@ -188,8 +190,8 @@ def run(spec: JobRunSpec) -> int:
     env = {**os.environ, **job.env, ENV_OUTPUT_DIR: str(out), ENV_STOP_GRACE: f"{spec.stop_grace_seconds:g}",
            ENV_RUN_ID: spec.run_id}
     env.pop(SPEC_ENV, None)  # the command gets the contract, not trainpod's internal spec
-    data = _data_dir(job, spec.run_id)
-    for var, value in ((ENV_DATA_DIR, data), (ENV_PREVIOUS_OUTPUT, job.previous_output)):
+    data = _data_dir(spec)
+    for var, value in ((ENV_DATA_DIR, data), (ENV_PREVIOUS_OUTPUT, spec.init_from)):
         if value:
             env[var] = value
     resume = _resume_dir(job, out, spec.resume)
@@ -202,7 +204,7 @@ def run(spec: JobRunSpec) -> int:
                          _interval(LOG_SYNC_INTERVAL_ENV, job.log_sync_interval_seconds))
         mirror.start()
 
-    argv = job.argv()
+    argv = job_argv(spec, python=sys.executable)
     if argv[0] in ("python", "python3"):
         argv[0] = sys.executable  # the interpreter trainpod runs under (the image's venv, or the local one)
     _log(f"running {argv} in {job.project_dir}")
@@ -243,7 +245,7 @@ def run(spec: JobRunSpec) -> int:
                                                         "run_id": spec.run_id}).encode())
     if code == 0:
         atomic_write_bytes(out / DONE, f"{spec.run_id}\n".encode())
-    if data and data != job.data:  # a pulled copy: do not let container disks / /tmp fill up across runs
+    if data and data != spec.storage.dataset:  # a pulled copy: do not let container disks / /tmp fill up across runs
         shutil.rmtree(data, ignore_errors=True)
     if mirror is not None:
         try:

@@ -1,4 +1,4 @@
-"""The trainer's command line and environment for a launch shape — one pure function for all backends.
+"""The workload's command line and environment for a launch shape — pure functions for all backends.
 
     python:     python -m trainpod_trainer --spec FILE
     torchrun:   (trainpod_trainer.launch →) torchrun --nproc-per-node N [--standalone | --nnodes M --node-rank R --rdzv-backend c10d
@@ -16,13 +16,18 @@ reads the torchrun environment).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from trainpod.spec import RunSpec
+from trainpod.contract import ENV_DEEPSPEED_CONFIG
+from trainpod.errors import ConfigError
+from trainpod.spec import CommandWorkload, RunSpec
 
 TRAINER_MODULE = "trainpod_trainer"
 # torchrun behind a thin wrapper that forwards SIGTERM once and exits with the trainer's own code
 # (torchrun alone turns "stopped after a checkpoint" (3) into a generic 1): trainpod_trainer/launch.py
 LAUNCH_WRAPPER = "trainpod_trainer.launch"
+# the supervisor a custom job's command runs under (pull data, resume dir, mirror to S3, DONE last)
+JOB_SUPERVISOR = "trainpod.jobrun"
 
 # RunPod Instant Clusters run one container command on every node and give each node its place in these
 # variables (RunPod's docs). A cluster's launch line refers to them as ``$NAME``; the pod supervisor
@@ -61,19 +66,28 @@ def trainer_command(
         cores = cpu_count or os.cpu_count() or 1
         env.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
     if spec.config.deepspeed:
-        env["TRAINPOD_DEEPSPEED_CONFIG"] = spec.config.deepspeed
+        env[ENV_DEEPSPEED_CONFIG] = spec.config.deepspeed
         if hw.device == "cpu":
             env.setdefault("DS_ACCELERATOR", "cpu")
 
     if shape.launcher == "python" and nproc == 1 and nnodes == 1:
         return [python, "-m", TRAINER_MODULE, *tail], env
+    return distributed_argv(spec, ["-m", TRAINER_MODULE, *tail], node_rank=node_rank, master_addr=master_addr,
+                            python=python, cluster=cluster), env
 
-    argv = [python, "-m", LAUNCH_WRAPPER, f"--nproc-per-node={nproc}"]
-    if nnodes == 1:
+
+def distributed_argv(spec: RunSpec, target: list[str], *, node_rank: int = 0, master_addr: str = "127.0.0.1",
+                     python: str = "python", cluster: bool = False) -> list[str]:
+    """torchrun behind the launch wrapper (SIGTERM forwarded once, the workload's exit code kept) for ``target``
+    (``-m MODULE ...`` or ``SCRIPT ...``): the one distributed launch line, for the trainer and for commands."""
+    shape = spec.launch
+    hw = spec.workload.hardware
+    argv = [python, "-m", LAUNCH_WRAPPER, f"--nproc-per-node={shape.nproc_per_node}"]
+    if shape.nnodes == 1:
         argv += ["--standalone"]
     elif cluster:
         argv += [
-            f"--nnodes={nnodes}",
+            f"--nnodes={shape.nnodes}",
             "--node-rank=$NODE_RANK",
             "--rdzv-backend=c10d",
             "--rdzv-endpoint=$PRIMARY_ADDR:$PRIMARY_PORT",
@@ -85,7 +99,7 @@ def trainer_command(
         ]
     else:
         argv += [
-            f"--nnodes={nnodes}",
+            f"--nnodes={shape.nnodes}",
             f"--node-rank={node_rank}",
             "--rdzv-backend=c10d",
             f"--rdzv-endpoint={master_addr}:{shape.master_port}",
@@ -93,8 +107,37 @@ def trainer_command(
         ]
     # torchrun's default is to restart failed workers 0 times; keep it explicit: a crash is a crash,
     # resume is our job (from the latest complete checkpoint), not a silent restart loop.
-    argv += ["--max-restarts=0", "-m", TRAINER_MODULE, *tail]
-    return argv, env
+    return [*argv, "--max-restarts=0", *target]
+
+
+def job_argv(spec: RunSpec, python: str = "python") -> list[str]:
+    """A custom job's own command under its launcher (what the job supervisor starts in ``project_dir``).
+
+    torchrun and deepspeed both start through the launch wrapper (no SSH fan-out, see above); a DeepSpeed
+    script initialises from the torchrun environment. The script records its exit code for the wrapper with
+    :func:`trainpod.contrib.finish`, so "stopped after a checkpoint" (3) survives torchrun."""
+    work = spec.workload
+    if not isinstance(work, CommandWorkload):
+        raise ConfigError(f"run {spec.run_id} runs the built-in trainer, not a command")
+    if spec.launch.launcher == "python":
+        return list(work.command)
+    if Path(work.command[0]).name not in ("python", "python3"):
+        raise ConfigError(f"jobs.{work.name}: launcher '{spec.launch.launcher}' needs command = ['python', SCRIPT, ...]",
+                          "torchrun starts a Python script or `-m module` once per process")
+    return distributed_argv(spec, work.command[1:], python=python)
+
+
+def workload_command(spec: RunSpec, *, spec_path: str | None = None, node_rank: int = 0,
+                     master_addr: str = "127.0.0.1", python: str = "python",
+                     cpu_count: int | None = None, cluster: bool = False) -> tuple[list[str], dict[str, str]]:
+    """``(argv, env)`` that start the run's workload: the trainer's launch line, or the job supervisor, which runs
+    the job's command (:func:`job_argv`) with the TRAINPOD_* contract. Both read the spec from ``spec_path`` or
+    ``$TRAINPOD_RUN_SPEC``."""
+    if isinstance(spec.workload, CommandWorkload):
+        job_argv(spec)  # refuse a launcher/command mismatch in the plan, before anything starts
+        return [python, "-m", JOB_SUPERVISOR, *(["--spec", spec_path] if spec_path else [])], {}
+    return trainer_command(spec, spec_path=spec_path, node_rank=node_rank, master_addr=master_addr, python=python,
+                           cpu_count=cpu_count, cluster=cluster)
 
 
 def expand_cluster_vars(argv: list[str], env: dict[str, str]) -> list[str]:

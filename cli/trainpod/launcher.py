@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,20 @@ from trainpod import deps
 from trainpod.backends.base import TERMINAL_STATES, Backend, LaunchPlan, RunHandle, RunStatus, get_backend
 from trainpod.catalog_views import resolve_preset
 from trainpod.config import Catalog, TrainingConfig, load_catalog
+from trainpod.config.schema import Job
 from trainpod.errors import ConfigError, TrainpodError
 from trainpod.runs import RunRegistry
 from trainpod.settings import Settings, load_settings
-from trainpod.spec import LaunchShape, RunSpec, StorageURIs, git_commit, new_run_id, utcnow_iso
+from trainpod.spec import (
+    CommandWorkload,
+    LaunchShape,
+    RunSpec,
+    StorageURIs,
+    TrainerWorkload,
+    git_commit,
+    new_run_id,
+    utcnow_iso,
+)
 
 
 @dataclass
@@ -40,16 +49,26 @@ class LaunchRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
+    """A planned run: what ``--dry-run`` prints, and everything ``submit`` needs without computing it again."""
+
     settings: Settings
     catalog: Catalog
-    config: TrainingConfig | None  # None for a [jobs.NAME] run (its RunSpec carries the job instead)
     spec: RunSpec
     backend: Backend
     plan: LaunchPlan
     previous: RunHandle | None = None  # the run a --resume continues
     dataset_pin: dict[str, Any] | None = None  # set by pin_dataset(): recorded with the run at submit
+    images: tuple[Any, ...] = ()  # image plans the run needs, base first (hardware, then a job's project layer)
+
+    @property
+    def config(self) -> TrainingConfig | None:
+        """The preset's resolved config (None for a custom job, whose workload is a command)."""
+        return self.spec.workload.config if isinstance(self.spec.workload, TrainerWorkload) else None
+
+    def replan(self, spec: RunSpec) -> Prepared:
+        return replace(self, spec=spec, plan=self.backend.plan(spec))
 
 
 REMOTE_OF = {"runpod-cluster": "runpod"}  # backend name -> the --remote that chose it
@@ -101,51 +120,111 @@ def output_location(settings: Settings, run_id: str, remote: str) -> str:
     return str((Path(settings.output_dir).expanduser()).resolve() / run_id)
 
 
-def image_for(cfg: TrainingConfig, settings: Settings, remote: str) -> str | None:
-    """The content-addressed image tag a containerised run uses (None for local runs)."""
-    if remote == "local" or cfg.hardware.image == "none":
-        return None  # docker/runpod plan() refuse image = 'none' with the reason
-    from trainpod.images import image_plan
+def resolve_job(catalog: Any, name: str) -> Job:
+    job: Job = catalog.get("jobs", name)
+    if name in catalog.presets:
+        raise ConfigError(f"{catalog.source('jobs', name)}: jobs.{name}: a preset has the same name",
+                          "rename the job: `trainpod launch NAME` must mean one thing")
+    catalog.get("hardware", job.hardware, referenced_by=f"{catalog.source('jobs', name)}: jobs.{name}.hardware")
+    return job
 
-    return image_plan(cfg.hardware_name, cfg.hardware, settings).tag
+
+@dataclass(frozen=True)
+class _Resolved:
+    """What a preset or a job table resolves to before the run gets its id and its place."""
+
+    workload: TrainerWorkload | CommandWorkload
+    remote: str
+    launch: LaunchShape
+    dataset: str
+    stop_grace_seconds: float
+
+
+def _trainer(req: LaunchRequest, settings: Settings, catalog: Catalog) -> _Resolved:
+    preset = catalog.get("presets", req.preset)
+    cfg = resolve_preset(catalog, req.preset, settings.training, req.sets, _flag_overrides(req))
+    return _Resolved(TrainerWorkload(config=cfg), req.remote or preset.remote, launch_shape(cfg), cfg.dataset.path,
+                     RunSpec.model_fields["stop_grace_seconds"].default)
+
+
+def _command(req: LaunchRequest, settings: Settings, catalog: Catalog) -> _Resolved:
+    job = resolve_job(catalog, req.preset)
+    if req.sets:
+        raise ConfigError(f"--set {req.sets[0]}: {req.preset} is a job; --set changes built-in training keys",
+                          f"change the job's command in {catalog.source('jobs', req.preset)} instead")
+    work = CommandWorkload(
+        name=req.preset, hardware_name=job.hardware, hardware=catalog.get("hardware", job.hardware),
+        project_dir=job.project_dir, command=job.command, requirements=job.requirements, env=job.env,
+        max_runtime_minutes=req.max_runtime_minutes or job.max_runtime_minutes,
+        max_cost_usd=req.max_cost_usd or job.max_cost_usd, spot=job.spot if req.spot is None else req.spot,
+        sync_interval_seconds=job.sync_interval_seconds, log_sync_interval_seconds=job.log_sync_interval_seconds)
+    return _Resolved(work, req.remote or job.remote, LaunchShape(launcher=job.launcher,
+                                                                 nproc_per_node=job.nproc_per_node),
+                     job.data or "", job.stop_grace_seconds)
+
+
+def plan_images(work: TrainerWorkload | CommandWorkload, settings: Settings, remote: str,
+                base_image: str | None = None) -> tuple[Any, ...]:
+    """The images a containerised run needs, base first, each tag computed (its build context hashed) once: the
+    hardware image, and for a command the project layer on it (on ``base_image`` when given). Empty for a local
+    run; docker/runpod plan() refuse hardware with image = 'none', with the reason."""
+    if remote == "local" or work.hardware.image == "none":
+        return ()
+    from trainpod.images import image_plan, project_image_plan
+
+    if isinstance(work, TrainerWorkload):
+        return (image_plan(work.hardware_name, work.hardware, settings),)
+    base = () if base_image else (image_plan(work.hardware_name, work.hardware, settings),)
+    project = project_image_plan(base_image or base[0].tag, work.project_dir, work.requirements, settings)
+    return (*base, project)
 
 
 def prepare(req: LaunchRequest) -> Prepared:
-    """Resolve everything and plan, without side effects (what ``--dry-run`` shows)."""
+    """Resolve everything and plan, without side effects (what ``--dry-run`` shows). A preset runs the built-in
+    trainer, a ``[jobs.NAME]`` table its own command: one RunSpec, one backend, one plan either way.
+
+    ``req.extra["previous_output"]`` (pipelines) becomes the spec's ``init_from``; ``req.extra["base_image"]``
+    puts a job's project layer on another hardware image."""
     settings = load_settings(req.profile, config=req.config, output_dir=req.output_dir,
                              allow_long_lived_credentials=req.allow_long_lived_credentials or None)
     catalog = load_catalog(settings.config)
-    if req.preset in catalog.jobs:  # [jobs.NAME]: the user's own command (trainpod.jobs)
-        from trainpod.jobs import prepare_job
-
-        return prepare_job(req, settings, catalog, _resume_target(req, settings))
-    preset = catalog.get("presets", req.preset)
-    remote = req.remote or preset.remote
-    cfg = resolve_preset(catalog, req.preset, settings.training, req.sets, _flag_overrides(req))
+    is_job = req.preset in catalog.jobs
+    got = (_command if is_job else _trainer)(req, settings, catalog)
     previous = _resume_target(req, settings)
-    if previous is not None and REMOTE_OF.get(previous.backend, previous.backend) != remote:
-        raise ConfigError(f"--resume {previous.run_id}: that run used --remote {previous.backend}, not {remote}",
+    if previous is not None and REMOTE_OF.get(previous.backend, previous.backend) != got.remote:
+        raise ConfigError(f"--resume {previous.run_id}: that run used --remote {previous.backend}, not {got.remote}",
                           f"relaunch with --remote {previous.backend}")
     run_id = previous.run_id if previous else new_run_id(req.preset)
-    output = previous.output if previous else output_location(settings, run_id, remote)
-    deps.check_preset(req.preset, remote, device=cfg.hardware.device, hardware_name=cfg.hardware_name,
-                      deepspeed=bool(cfg.deepspeed), uris=(cfg.dataset.path, output))
+    work, output = got.workload, output_location(settings, run_id, got.remote)
+    if isinstance(work, CommandWorkload):
+        # the run's S3 home is where a job's outputs are mirrored; on a pod, where they live (its disk vanishes)
+        sync_uri = output if settings.storage_uri else None
+        if not (got.remote == "runpod" and sync_uri):
+            output = str(Path(settings.output_dir).expanduser().resolve() / run_id)
+        work = work.model_copy(update={"sync_uri": sync_uri})
+    images = plan_images(work, settings, got.remote, req.extra.get("base_image"))
+    if isinstance(work, CommandWorkload) and images:
+        work = work.model_copy(update={"base_image": images[-1].base_image})
+    output = previous.output if previous else output
+    if isinstance(work, TrainerWorkload):
+        cfg = work.config
+        deps.check_preset(req.preset, got.remote, device=cfg.hardware.device, hardware_name=cfg.hardware_name,
+                          deepspeed=bool(cfg.deepspeed), uris=(cfg.dataset.path, output))
+    else:
+        deps.require(*deps.features_for(got.remote, uris=(got.dataset or None, output)),
+                     context=f"{req.preset} --remote {got.remote}")
     spec = RunSpec(
-        run_id=run_id,
-        created=utcnow_iso(),
-        git_commit=git_commit(),
-        remote=remote,
-        config=cfg,
-        image=image_for(cfg, settings, remote),
-        storage=StorageURIs(dataset=cfg.dataset.path,
-                            output=output),
-        launch=launch_shape(cfg),
-        resume=True,
+        run_id=run_id, created=utcnow_iso(), git_commit=git_commit(), remote=got.remote, workload=work,
+        image=images[-1].tag if images else None,
+        storage=StorageURIs(dataset=got.dataset, output=output),
+        launch=got.launch, init_from=req.extra.get("previous_output"), stop_grace_seconds=got.stop_grace_seconds,
+        # a preset's trainer always resumes its own latest complete checkpoint; a job only when asked (--resume)
+        resume=not is_job or previous is not None,
     )
     # several nodes on RunPod: an Instant Cluster (trainpod.backends.runpod_cluster), recorded as runpod-cluster
-    backend = get_backend("runpod-cluster" if remote == "runpod" and spec.launch.nnodes > 1 else remote)
-    plan = backend.plan(spec, settings)
-    return Prepared(settings, catalog, cfg, spec, backend, plan, previous=previous)
+    multi_node_pod = got.remote == "runpod" and spec.launch.nnodes > 1
+    backend = get_backend("runpod-cluster" if multi_node_pod else got.remote, settings)
+    return Prepared(settings, catalog, spec, backend, backend.plan(spec), previous=previous, images=images)
 
 
 def finished_already(prep: Prepared, req: LaunchRequest) -> tuple[RunHandle, RunStatus] | None:
@@ -171,16 +250,16 @@ _PIN_MAX_FILES = 10_000  # beyond this the record keeps only the digest (a refus
 
 
 def pin_dataset(prep: Prepared) -> Prepared:
-    """Record what data the run trains on (the dataset's manifest digest) and re-plan.
+    """Record what data the trainer trains on (the dataset's manifest digest) and re-plan.
 
     Done at submit, not in the dry-run, because an s3:// dataset needs a request to read its manifest.
     A resumed run keeps the pin it started with: if the data changed since, it is refused (exit 2) naming
-    the changed files, rather than resumed on other data.
+    the changed files, rather than resumed on other data. A command's supervisor pulls its data itself, as it is.
     """
     from trainpod.manifest import manifest_digest
     from trainpod.storage import dataset_manifest, manifest_changes
 
-    if prep.config is None:  # a custom job: its supervisor pulls the data itself
+    if not isinstance(prep.spec.workload, TrainerWorkload):
         return prep
     uri = prep.spec.storage.dataset
     manifest = dataset_manifest(uri, prep.settings)
@@ -203,8 +282,7 @@ def pin_dataset(prep: Prepared) -> Prepared:
         if old is not None:
             pin = old  # the record keeps the pin it started with (and its file list)
     spec = prep.spec.model_copy(update={"dataset_manifest_sha256": digest})
-    return Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend,
-                    prep.backend.plan(spec, prep.settings), previous=prep.previous, dataset_pin=pin)
+    return replace(prep.replan(spec), dataset_pin=pin)
 
 
 def _previous_pin(handle: RunHandle, settings: Settings) -> dict[str, Any] | None:
@@ -229,54 +307,22 @@ def _previous_pin(handle: RunHandle, settings: Settings) -> dict[str, Any] | Non
     return None
 
 
-def ensure_image(prep: Prepared, on_line: Callable[[str], None] | None = None) -> None:
-    """Build the run's content-addressed image if the engine lacks it, and push it for RunPod.
-
-    Both are no-ops when the tag is already there, so a launch right after `trainpod build/push`
-    (or a rebuild of unchanged sources) costs two lookups; a launch after a code change just works.
-    """
-    if not prep.spec.image or prep.backend.name not in ("docker", "runpod", "runpod-cluster"):
+def ensure_images(prep: Prepared, on_line: Callable[[str], None] | None = None) -> None:
+    """Build the run's images the engine lacks, base first (the hardware image, then a job's project layer), and
+    push the last one when the target pulls from the registry (RunPod). The tags are the ones ``prepare``
+    computed: nothing is hashed again. Each step is a lookup when the image is already there."""
+    if not prep.images:
         return
     from trainpod import images
 
-    if prep.config is None:
-        _ensure_job_image(prep, on_line)
-        return
-    cfg = prep.config
-    plan = images.image_plan(cfg.hardware_name, cfg.hardware, prep.settings)
-    if plan.tag != prep.spec.image:  # the tree changed between plan and submit: launch what was planned
-        raise TrainpodError(f"image tag changed since the plan ({prep.spec.image} -> {plan.tag})",
-                            "the sources changed while launching; launch again")
     client = images.docker_client()
-    images.build(plan, client=client, on_line=on_line)
-    if prep.backend.name != "docker":  # RunPod pulls from the registry; the docker backend runs it locally
-        images.push(plan, prep.settings, client=client, on_line=on_line)
-
-
-def _ensure_job_image(prep: Prepared, on_line: Callable[[str], None] | None) -> None:
-    """A custom job's image for RunPod: the hardware image (built if missing), the project layer on top, pushed.
-
-    The docker backend builds the project layer itself at submit (it runs it locally, nothing to push); RunPod
-    pulls by tag, so the project image must be in the registry before the pod is rented.
-    """
-    from trainpod import images
-    from trainpod.jobs import JobRunSpec
-
-    if prep.backend.name != "runpod" or not isinstance(prep.spec, JobRunSpec):
-        return
-    job, settings = prep.spec.job, prep.settings
-    if job.base_image is None:
-        raise TrainpodError(f"run {prep.spec.run_id}: the plan names no base image", "plan it with prepare_job()")
-    client = images.docker_client()
-    hardware = images.image_plan(job.hardware_name, job.hardware, settings)
-    if hardware.tag == job.base_image:  # the default base: build it like a preset run would (a tag when present)
-        images.build(hardware, client=client, on_line=on_line)
-    project = images.project_image_plan(job.base_image, job.project_dir, job.requirements, settings)
-    if project.tag != prep.spec.image:
-        raise TrainpodError(f"the project changed since it was planned ({prep.spec.image} -> {project.tag})",
-                            "launch again")
-    images.build_project(project, client=client, on_line=on_line)
-    images.push(project, settings, client=client, on_line=on_line)
+    for plan in prep.images:
+        if isinstance(plan, images.ProjectImagePlan):
+            images.build_project(plan, client=client, on_line=on_line)
+        else:
+            images.build(plan, client=client, on_line=on_line)
+    if prep.backend.pulls_images:  # the docker backend runs the image on this engine
+        images.push(prep.images[-1], prep.settings, client=client, on_line=on_line)
 
 
 def preflight(prep: Prepared) -> None:
@@ -284,31 +330,28 @@ def preflight(prep: Prepared) -> None:
     then one bounded request to every S3 bucket the run reads or writes."""
     from trainpod import storage
 
-    check = getattr(prep.backend, "preflight", None)
-    if check is not None:
-        check(prep.settings)
+    prep.backend.preflight(prep.settings)
     spec = prep.spec
-    job = getattr(spec, "job", None)
-    storage.preflight([spec.storage.dataset, spec.storage.output, getattr(spec, "init_from", None),
-                       getattr(job, "sync_uri", None)], prep.settings)
+    storage.preflight([spec.storage.dataset, spec.storage.output, spec.init_from, spec.output_uri], prep.settings)
 
 
 def submit(prep: Prepared, on_line: Callable[[str], None] | None = None) -> tuple[Prepared, RunHandle]:
     preflight(prep)
     prep = pin_dataset(prep)
-    ensure_image(prep, on_line)
-    handle = prep.backend.submit(prep.plan, prep.settings)
+    ensure_images(prep, on_line)
+    handle = prep.backend.submit(prep.plan)
     if prep.dataset_pin is not None:  # what a later --resume checks the data against
         handle = RunRegistry(prep.settings.state_path).update(handle.run_id, **{PIN_KEY: prep.dataset_pin})
     return prep, handle
 
 
 class Follow:
-    """The run's log lines until it ends; a preempted spot run is relaunched (bounded by the backend)
-    and followed on. ``handle`` is the current attempt's, for the final status."""
+    """The run's log lines until it ends; a preempted run is relaunched where the backend does that (a RunPod spot
+    pod, bounded) and followed on. ``handle`` is the current attempt's, for the final status."""
 
-    def __init__(self, backend: Backend, handle: RunHandle, settings: Settings):
-        self.backend, self.handle, self.settings = backend, handle, settings
+    def __init__(self, backend: Backend, handle: RunHandle, settings: Settings | None = None):
+        self.backend, self.handle = backend, handle
+        self.settings = settings or backend.settings
         self.relaunches = 0
 
     def __iter__(self) -> Iterator[str]:
@@ -318,20 +361,20 @@ class Follow:
                 if i >= printed:
                     printed += 1
                     yield line
-            relaunch = getattr(self.backend, "relaunch", None)
             status = self.backend.status(self.handle)
-            if relaunch is None or status.state != "preempted":
-                release = getattr(self.backend, "release", None)  # e.g. confirm the pod stopped billing
-                if release is not None:
-                    yield from release(self.handle, status, self.settings)
+            new = None
+            if status.state == "preempted":
+                new = self.backend.relaunch(self.handle, self.settings)
+            if new is None:
+                yield from self.backend.release(self.handle, status, self.settings)  # e.g. the pod stopped billing
                 return
             self.relaunches += 1
             yield f"[trainpod] run {self.handle.run_id} was preempted: relaunching (resumes from its last checkpoint)"
-            self.handle = relaunch(self.handle, self.settings)
+            self.handle = new
 
 
 def follow(backend: Backend, handle: RunHandle, settings: Settings | None = None) -> Follow:
-    return Follow(backend, handle, settings or load_settings(os.environ.get("TRAINPOD_PROFILE")))
+    return Follow(backend, handle, settings)
 
 
 def download_outputs(settings: Settings, handle: RunHandle) -> Path | None:
@@ -362,5 +405,4 @@ def is_terminal(status: RunStatus) -> bool:
 
 
 def registry(settings: Settings | None = None) -> RunRegistry:
-    settings = settings or load_settings(os.environ.get("TRAINPOD_PROFILE"))
-    return RunRegistry(settings.state_path)
+    return RunRegistry((settings or load_settings()).state_path)

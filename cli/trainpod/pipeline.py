@@ -17,16 +17,15 @@ before it, found in the run registry, where every stage run records ``pipeline``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from trainpod.backends.base import RunHandle, RunStatus, get_backend
 from trainpod.config import load_catalog
-from trainpod.contrib import PREVIOUS_ENV
 from trainpod.errors import ConfigError, TrainpodError, did_you_mean
 from trainpod.launcher import LaunchRequest, Prepared, exit_code_for, follow, prepare, submit
 from trainpod.runs import RunRegistry
-from trainpod.settings import load_settings
+from trainpod.settings import Settings, load_settings
 from trainpod.spec import new_run_id
 
 
@@ -52,11 +51,11 @@ class PipelinePlan:
                 "stages": [{"stage": s.name, "kind": s.kind, "plan": s.prepared.plan.display()} for s in self.stages]}
 
 
-def _previous_run(registry: RunRegistry, pipeline: str, stage: str) -> RunHandle:
+def _previous_run(registry: RunRegistry, pipeline: str, stage: str, settings: Settings) -> RunHandle:
     """The newest successful run of ``stage`` inside ``pipeline`` (what ``--from`` continues after)."""
     runs = [h for h in registry.all() if h.extra.get("pipeline") == pipeline and h.extra.get("stage") == stage]
     for handle in reversed(runs):
-        if get_backend(handle.backend).status(handle).state == "succeeded":
+        if get_backend(handle.backend, settings).status(handle).state == "succeeded":
             return handle
     raise TrainpodError(f"--from: no successful run of stage '{stage}' of pipeline '{pipeline}' in {registry.dir}",
                         "run the pipeline from an earlier stage")
@@ -86,27 +85,20 @@ def plan_pipeline(name: str, *, remote: str | None = None, from_stage: str | Non
                                        else catalog.presets[first].remote)
     previous = None
     if start > 0:
-        previous = _previous_run(RunRegistry(settings.state_path), name, pipe.stages[start - 1]).output
+        previous = _previous_run(RunRegistry(settings.state_path), name, pipe.stages[start - 1], settings).output
     first_previous = previous
     stages: list[Stage] = []
     for stage in pipe.stages[start:]:
         is_job = stage in catalog.jobs
-        req = LaunchRequest(preset=stage, remote=remote, config=config, profile=profile, output_dir=output_dir,
-                            extra={"previous_output": previous} if previous else {})
-        if is_job:
-            from trainpod.jobs import prepare_job
-
-            prep = prepare_job(req, settings, catalog, None, base_image=base_image)
-        else:
-            prep = prepare(req)
-            if previous:
-                spec = prep.spec.model_copy(update={"init_from": previous})
-                plan = prep.backend.plan(spec, prep.settings)  # the backend maps init_from (mount, refusal)
-                notes = [*plan.notes, f"init_from {previous}: training starts from the previous stage's "
-                         f"{'adapter' if spec.config.finetune == 'lora' else 'weights'}"]
-                env = {**plan.env, PREVIOUS_ENV: previous} if remote == "local" else plan.env
-                prep = Prepared(prep.settings, prep.catalog, prep.config, spec, prep.backend,
-                                plan.model_copy(update={"env": env, "notes": notes}))
+        extra: dict[str, Any] = {"previous_output": previous} if previous else {}
+        if base_image:
+            extra["base_image"] = base_image  # a job's project layer on this hardware image
+        prep = prepare(LaunchRequest(preset=stage, remote=remote, config=config, profile=profile,
+                                     output_dir=output_dir, extra=extra))
+        if previous and prep.config is not None:
+            notes = [*prep.plan.notes, f"init_from {previous}: training starts from the previous stage's "
+                     f"{'adapter' if prep.config.finetune == 'lora' else 'weights'}"]
+            prep = replace(prep, plan=prep.plan.model_copy(update={"notes": notes}))
         stages.append(Stage(stage, "job" if is_job else "preset", prep))
         previous = prep.spec.storage.output
     return PipelinePlan(name=name, run_id=new_run_id(name), remote=remote, stages=stages,

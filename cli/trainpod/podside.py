@@ -9,8 +9,8 @@ happens on the laptop (PEERS.md complaints 1, 2 and 10):
    reason) next to DONE. A restarted container of the *same* pod finds it and terminates instead of
    training again (a failed run would otherwise loop and bill forever); a new pod (spot relaunch,
    ``--resume``) has another id and trains, resuming from the latest complete checkpoint.
-3. **Watchdog.** ``max_runtime_minutes`` and ``max_cost_usd`` from the RunSpec (a preset's config, or a
-   custom job's ``job`` table: :class:`trainpod.jobs.JobRunSpec`) (cost over the pod's
+3. **Watchdog.** ``max_runtime_minutes`` and ``max_cost_usd`` from the RunSpec's workload (a preset's config,
+   or a custom job's command) (cost over the pod's
    ``costPerHr`` from the API, else the profile price) give a deadline; at the deadline the child
    gets SIGTERM (the trainer checkpoints and exits), then SIGKILL after ``stop_grace_seconds``.
 4. **Signals.** SIGTERM/SIGINT to the supervisor are forwarded to the child.
@@ -42,7 +42,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
@@ -51,7 +50,7 @@ from trainpod.contract import DONE, EXIT_OK, EXIT_STOPPED, POD_EXIT, node_exit_m
 from trainpod.credentials import stop_before_expiry
 from trainpod.errors import TrainpodError
 from trainpod.redact import install_log_redaction
-from trainpod.spec import SPEC_ENV, RunSpec, utcnow_iso
+from trainpod.spec import RunSpec, utcnow_iso
 
 log = logging.getLogger("trainpod.podside")
 
@@ -111,25 +110,15 @@ class Deadline:
     reason: str
 
 
-def _limits_of(spec: RunSpec) -> Any:
-    """What carries the run's limits and hardware: a custom job's ``job`` table, else the preset's config.
-
-    Both have ``max_runtime_minutes``, ``max_cost_usd`` and ``hardware``, so the watchdog is the same for both.
-    """
-    job = getattr(spec, "job", None)
-    return job if job is not None else spec.config
-
-
 def output_uri(spec: RunSpec) -> str:
-    """Where DONE and POD_EXIT live. A custom job's pod spec writes to pod-local scratch and mirrors it to
-    ``job.sync_uri`` (which outlives the pod); a preset writes to its S3 output directly."""
-    job = getattr(spec, "job", None)
-    return (job.sync_uri if job is not None and job.sync_uri else spec.storage.output).rstrip("/")
+    """Where DONE and POD_EXIT live: the run's output that outlives the pod (a command's S3 mirror; its pod spec
+    writes to pod-local scratch)."""
+    return spec.output_uri
 
 
 def deadline_for(spec: RunSpec, cost_per_hr: float | None) -> Deadline:
-    """The earliest of the run's limits, in seconds from the child's start."""
-    cfg = _limits_of(spec)
+    """The earliest of the workload's limits, in seconds from the child's start."""
+    cfg = spec.workload
     limits: list[tuple[float, str]] = []
     if cfg.max_runtime_minutes is not None:
         limits.append((cfg.max_runtime_minutes * 60, f"max_runtime_minutes={cfg.max_runtime_minutes:g}"))
@@ -312,7 +301,7 @@ class Supervisor:
             else:
                 if pod is not None and pod.cost_per_hr:
                     return pod.cost_per_hr
-        hw = _limits_of(self.spec).hardware
+        hw = self.spec.workload.hardware
         return hw.price_per_gpu_hour * max(1, hw.gpu_count) if hw.price_per_gpu_hour else None
 
     def terminate_pod(self, reason: str) -> None:
@@ -378,17 +367,8 @@ def end_pod(pod_id: str, apis: Sequence[RunPodAPI], write_marker: Callable[[byte
 
 
 def load_spec(path: str | None) -> RunSpec:
-    """The pod's RunSpec (``--spec FILE`` or ``$TRAINPOD_RUN_SPEC``): a custom job's spec (it has ``job``)
-    as a :class:`~trainpod.jobs.JobRunSpec`, else a preset's. Missing or invalid specs fail in ``load``."""
-    try:
-        text = Path(path).read_text(encoding="utf-8") if path else os.environ.get(SPEC_ENV, "")
-        data = json.loads(text)
-    except (OSError, ValueError):
-        data = None
-    if isinstance(data, dict) and "job" in data:
-        from trainpod.jobs import JobRunSpec
-
-        return JobRunSpec.load(path)
+    """The pod's RunSpec (``--spec FILE`` or ``$TRAINPOD_RUN_SPEC``), whatever its workload. Missing or invalid
+    specs fail in ``load``."""
     return RunSpec.load(path)
 
 

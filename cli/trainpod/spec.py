@@ -1,9 +1,9 @@
 """RunSpec: the only contract between the launcher and the container.
 
-A RunSpec is frozen, JSON-serialisable, and holds no secret: the resolved TrainingConfig, the run
-id, the image reference, storage URIs and the launch shape. The trainer reads it from
-``$TRAINPOD_RUN_SPEC`` (JSON) or ``--spec FILE`` and re-validates it with these same models.
-Secrets travel as separate environment variables and never enter the spec.
+A RunSpec is frozen, JSON-serialisable, and holds no secret: the workload (the built-in trainer on a resolved
+TrainingConfig, or a custom job's command), the run id, the image reference, storage URIs and the launch shape.
+The trainer and the job supervisor read it from ``$TRAINPOD_RUN_SPEC`` (JSON) or ``--spec FILE`` and re-validate
+it with these same models. Secrets travel as separate environment variables and never enter the spec.
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from trainpod import __version__
-from trainpod.config.schema import Remote, Strict, TrainingConfig
+from trainpod.config.schema import Hardware, Remote, Strict, TrainingConfig
 from trainpod.contract import CHECKPOINTS_DIR, DONE, ENV_GIT_COMMIT, ENV_RUN_SPEC, LOGS_DIR
-from trainpod.errors import ConfigError
+from trainpod.errors import ConfigError, TrainpodError
 
 SPEC_ENV = ENV_RUN_SPEC
 SCHEMA_VERSION = 1
@@ -58,6 +59,65 @@ class StorageURIs(Strict):
         return self.output.rstrip("/") + "/" + DONE
 
 
+class TrainerWorkload(Strict):
+    """The built-in trainer (``python -m trainpod_trainer``) on a resolved preset."""
+
+    kind: Literal["trainer"] = "trainer"
+    config: TrainingConfig
+
+    @property
+    def name(self) -> str:
+        return self.config.preset
+
+    @property
+    def hardware_name(self) -> str:
+        return self.config.hardware_name
+
+    @property
+    def hardware(self) -> Hardware:
+        return self.config.hardware
+
+    @property
+    def max_runtime_minutes(self) -> float | None:
+        return self.config.max_runtime_minutes
+
+    @property
+    def max_cost_usd(self) -> float | None:
+        return self.config.max_cost_usd
+
+    @property
+    def spot(self) -> bool:
+        return self.config.spot
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {}
+
+
+class CommandWorkload(Strict):
+    """A ``[jobs.NAME]`` table resolved for one run: the user's own command, run under the job supervisor
+    (``python -m trainpod.jobrun``) in ``project_dir`` (the project image layer in a container)."""
+
+    kind: Literal["command"] = "command"
+    name: str
+    hardware_name: str
+    hardware: Hardware
+    project_dir: str
+    command: list[str] = Field(min_length=1)
+    requirements: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    sync_uri: str | None = Field(default=None, description="s3:// prefix the output directory is mirrored to")
+    max_runtime_minutes: float | None = None
+    max_cost_usd: float | None = None
+    spot: bool = False
+    sync_interval_seconds: float = 60.0
+    log_sync_interval_seconds: float = 10.0
+    base_image: str | None = Field(default=None, description="hardware image under the project layer (containers)")
+
+
+Workload = Annotated[TrainerWorkload | CommandWorkload, Field(discriminator="kind")]
+
+
 class RunSpec(Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     run_id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{2,80}$")
@@ -65,16 +125,52 @@ class RunSpec(Strict):
     trainpod_version: str = __version__
     git_commit: str | None = None
     remote: Remote
-    config: TrainingConfig
+    workload: Workload
     image: str | None = None
     storage: StorageURIs
     launch: LaunchShape = LaunchShape()
     dataset_manifest_sha256: str | None = None
     resume: bool = True
-    # A pipeline stage after the first starts from the previous stage's output root (local path or s3:// URI):
-    # its LoRA adapter or full weights. Ignored when this run resumes its own checkpoint.
+    # A pipeline stage after the first gets the previous stage's output root (local path or s3:// URI): the trainer
+    # starts from its LoRA adapter or full weights (unless it resumes its own checkpoint); a command reads it as
+    # TRAINPOD_PREVIOUS_OUTPUT.
     init_from: str | None = None
     stop_grace_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workload_from_config(cls, data: Any) -> Any:
+        """``config=`` (a preset's TrainingConfig) is shorthand for the trainer workload."""
+        if isinstance(data, dict) and "config" in data and "workload" not in data:
+            data = dict(data)
+            data["workload"] = {"kind": "trainer", "config": data.pop("config")}
+        return data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> RunSpec:
+        """``update={"config": cfg}`` replaces the trainer workload's config (as ``RunSpec(config=...)`` builds one)."""
+        if update and "config" in update:
+            update = {**update, "workload": TrainerWorkload(config=update["config"])}
+            del update["config"]
+        return super().model_copy(update=update, deep=deep)
+
+    @property
+    def config(self) -> TrainingConfig:
+        """The preset's resolved config; only a trainer workload has one."""
+        if not isinstance(self.workload, TrainerWorkload):
+            raise TrainpodError(f"run {self.run_id} runs the command of job '{self.workload.name}', not the trainer")
+        return self.workload.config
+
+    def registry_extra(self) -> dict[str, Any]:
+        """What the run registry keeps about the workload besides the handle: a command's job, mirror and input."""
+        if isinstance(self.workload, CommandWorkload):
+            return {"job": self.workload.name, "sync_uri": self.workload.sync_uri, "previous_output": self.init_from}
+        return {}
+
+    @property
+    def output_uri(self) -> str:
+        """Where the run's results outlive the machine: a command's S3 mirror when it has one, else the output."""
+        mirror = self.workload.sync_uri if isinstance(self.workload, CommandWorkload) else None
+        return (mirror or self.storage.output).rstrip("/")
 
     # --------------------------------------------------------------- (de)serialisation
     def to_json(self, indent: int | None = None) -> str:

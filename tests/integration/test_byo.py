@@ -107,7 +107,7 @@ def test_two_stage_pipeline_feeds_stage_one_output_to_stage_two(tmp_path):
     dry = plan_pipeline("byo-two-stage", **kw).display()
     assert [s["stage"] for s in dry["stages"]] == ["byo-example", "byo-finetune"]
     planned_first = dry["stages"][0]["plan"]["spec"]["storage"]["output"]
-    assert dry["stages"][1]["plan"]["spec"]["job"]["previous_output"] == planned_first
+    assert dry["stages"][1]["plan"]["spec"]["init_from"] == planned_first
 
     lines: list[str] = []
     results = run_pipeline(plan_pipeline("byo-two-stage", **kw), on_line=lines.append)
@@ -153,7 +153,8 @@ def test_max_runtime_stops_the_job_after_a_checkpoint(tmp_path):
 
 
 def test_mixed_pipeline_plans_pass_outputs_between_presets_and_jobs(tmp_path):
-    from trainpod.pipeline import PREVIOUS_ENV, plan_pipeline
+    from trainpod.contract import ENV_PREVIOUS_OUTPUT as PREVIOUS_ENV
+    from trainpod.pipeline import plan_pipeline
 
     toml = tmp_path / "training.toml"
     toml.write_text(EXAMPLE_TOML.read_text().replace('project_dir = "."', f'project_dir = "{EXAMPLE}"')
@@ -163,7 +164,7 @@ def test_mixed_pipeline_plans_pass_outputs_between_presets_and_jobs(tmp_path):
     preset1, job, preset2 = (s.prepared for s in plan.stages)
     assert [s.kind for s in plan.stages] == ["preset", "job", "preset"]
     assert PREVIOUS_ENV not in preset1.plan.env
-    assert job.spec.job.previous_output == preset1.spec.storage.output
+    assert job.spec.init_from == preset1.spec.storage.output
     assert preset2.plan.env[PREVIOUS_ENV] == job.spec.storage.output
     assert preset1.spec.init_from is None and preset2.spec.init_from == job.spec.storage.output
     assert any(n.startswith(f"init_from {job.spec.storage.output}") for n in preset2.plan.notes)

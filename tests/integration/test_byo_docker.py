@@ -20,16 +20,14 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-train"
 
 
 def test_example_job_runs_in_its_project_image_and_mirrors_to_s3(docker_env, cpu_image, s3, tmp_path, monkeypatch):
-    from trainpod.config import load_catalog
     from trainpod.images import project_image_plan
-    from trainpod.jobs import prepare_job
-    from trainpod.settings import load_settings
 
     config = str(EXAMPLE / "training.toml")
     monkeypatch.setenv("TRAINPOD_STORAGE_URI", s3.uri("team"))
-    settings = load_settings(None, config=config, output_dir=str(tmp_path / "runs"))
-    req = launcher.LaunchRequest(preset="byo-example", remote="docker", config=config)
-    prep = prepare_job(req, settings, load_catalog(settings.config), None, base_image=cpu_image.tag)
+    req = launcher.LaunchRequest(preset="byo-example", remote="docker", config=config,
+                                 output_dir=str(tmp_path / "runs"), extra={"base_image": cpu_image.tag})
+    prep = launcher.prepare(req)
+    settings = prep.settings
 
     plan = prep.plan
     project = project_image_plan(cpu_image.tag, EXAMPLE, "requirements.txt", settings)

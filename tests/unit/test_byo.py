@@ -16,6 +16,7 @@ from tests.contract.openapi import Contract
 from trainpod import contrib, launcher
 from trainpod.errors import ConfigError, UnsupportedError
 from trainpod.images import _ignored, project_files, project_image_plan
+from trainpod.launchcmd import job_argv
 from trainpod.manifest import read_manifest, verify_dir
 from trainpod.settings import Settings
 
@@ -94,13 +95,13 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
     plan = prep.plan
     assert plan.image.startswith("registry.example.com/team/") and ":project-" in plan.image
     assert plan.command[-3:] == ["python", "-m", "trainpod.jobrun"] and "trainpod.podside" in plan.command
-    assert plan.spec.storage.output == f"s3://team-bucket/trainpod/runs/{plan.run_id}" == plan.spec.job.sync_uri
+    assert plan.spec.storage.output == f"s3://team-bucket/trainpod/runs/{plan.run_id}" == plan.spec.workload.sync_uri
     inner = json.loads(plan.env["TRAINPOD_RUN_SPEC"])
-    assert inner["job"]["project_dir"] == "/opt/project" and inner["storage"]["output"] == "/workspace/output"
+    assert inner["workload"]["project_dir"] == "/opt/project" and inner["storage"]["output"] == "/workspace/output"
     assert plan.estimated_cost_usd is not None and plan.estimated_cost_usd > 0
     shown = json.dumps(plan.display())
     assert "s3cr3t-value-xyz" not in shown and plan.display()["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
-    assert inner["job"]["sync_uri"] == plan.spec.job.sync_uri  # podside's DONE/POD_EXIT live in the S3 mirror
+    assert inner["workload"]["sync_uri"] == plan.spec.workload.sync_uri  # podside's DONE/POD_EXIT live in the S3 mirror
     assert plan.provider_request["gpu_type_id"] == "NVIDIA GeForce RTX 4090" and plan.gpus >= 1
     assert not [n for n in plan.notes if "plan only" in n]  # submit rents the pod (tests/integration/test_byo_runpod)
     with pytest.raises(UnsupportedError, match=r"max_runtime would cost \$[0-9.]+, over max_cost_usd \$0.10"):
@@ -131,10 +132,10 @@ def test_pod_supervisor_reads_a_job_spec_its_limits_and_its_done_marker_in_the_m
                                                    max_cost_usd=5))
     mirror = tmp_path / "mirror"
     inner = json.loads(prep.plan.env["TRAINPOD_RUN_SPEC"])
-    inner["job"]["sync_uri"] = str(mirror)  # a local mirror: the storage calls are the same as for s3://
+    inner["workload"]["sync_uri"] = str(mirror)  # a local mirror: the storage calls are the same as for s3://
     monkeypatch.setenv("TRAINPOD_RUN_SPEC", json.dumps(inner))
     spec = load_spec(None)
-    assert spec.job.name == "gpu" and spec.storage.output == "/workspace/output"
+    assert spec.workload.name == "gpu" and spec.storage.output == "/workspace/output"
     assert deadline_for(spec, None).seconds == 90 * 60
     assert deadline_for(spec, cost_per_hr=10.0).seconds == pytest.approx(1800)  # $5 at $10/h: 30 min first
     sup = Supervisor(spec, [sys.executable, "-c", "raise SystemExit(7)"], api=None, pod_id="pod-1",
@@ -155,8 +156,9 @@ def test_torchrun_job_plans_the_distributed_launch_line(tmp_path):
         nproc_per_node = 2
     ''')
     prep = launcher.prepare(launcher.LaunchRequest(preset="ddp", config=cfg, output_dir=str(tmp_path / "runs")))
-    assert prep.spec.job.argv() == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                                    "--max-restarts=0", "train.py", "--steps", "3"]
+    # through the launch wrapper (SIGTERM forwarded once, the script's exit code kept), like the trainer
+    assert job_argv(prep.spec) == ["python", "-m", "trainpod_trainer.launch", "--nproc-per-node=2", "--standalone",
+                                   "--max-restarts=0", "train.py", "--steps", "3"]
     assert prep.spec.launch.launcher == "torchrun" and prep.spec.launch.nproc_per_node == 2
 
 
@@ -219,7 +221,7 @@ def test_docker_dry_run_shows_the_project_image_and_hides_secrets(tmp_path):
     assert "s3cr3t-value-xyz" not in out.stdout + out.stderr
     plan = json.loads(out.stdout)
     assert ":project-" in plan["image"] and plan["env"]["AWS_SECRET_ACCESS_KEY"] == "***"
-    assert plan["spec"]["job"]["base_image"].split(":")[-1].startswith("cpu-")
+    assert plan["spec"]["workload"]["base_image"].split(":")[-1].startswith("cpu-")
     assert plan["provider_request"]["container"]["working_dir"] == "/opt/project"
 
 
@@ -231,7 +233,7 @@ def test_pipeline_dry_run_cli_plans_every_stage(tmp_path):
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     first, second = plan["stages"]
-    assert second["plan"]["spec"]["job"]["previous_output"] == first["plan"]["spec"]["storage"]["output"]
+    assert second["plan"]["spec"]["init_from"] == first["plan"]["spec"]["storage"]["output"]
     assert not (tmp_path / "runs").exists()  # a dry run starts nothing
 
 

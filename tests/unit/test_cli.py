@@ -107,7 +107,7 @@ def test_launch_dry_run_prints_the_runspec_and_writes_nothing(tmp_path):
     plan = json.loads(out.stdout)
     assert plan["backend"] == "local"
     spec = plan["spec"]
-    assert spec["config"]["preset"] == "smoke" and spec["remote"] == "local"
+    assert spec["workload"]["config"]["preset"] == "smoke" and spec["remote"] == "local"
     assert spec["storage"]["output"].endswith(spec["run_id"])
     assert spec["launch"] == {"launcher": "python", "nproc_per_node": 1, "nnodes": 1, "master_port": 29500}
     assert not (tmp_path / "runs").exists()

@@ -43,7 +43,7 @@ def test_runspec_is_frozen_and_revalidated():
     with pytest.raises(ValidationError, match="frozen"):
         spec.run_id = "x"  # type: ignore[misc]
     data = json.loads(spec.to_json())
-    data["config"]["batch_size"] = 999
+    data["workload"]["config"]["batch_size"] = 999
     with pytest.raises(ConfigError, match="max_batch_size"):
         RunSpec.from_json(json.dumps(data))
     data = json.loads(spec.to_json())

@@ -25,21 +25,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainpod.contract import ENV_EXIT_CODE_DIR
+from trainpod.contract import ENV_EXIT_CODE_DIR, record_exit_code
 from trainpod_trainer import exitcodes
 
 EXIT_DIR_ENV = ENV_EXIT_CODE_DIR
+__all__ = ["combine", "main", "record_exit_code"]  # record_exit_code: each rank calls it (run.main)
 SEVERITY = (exitcodes.FAILED, exitcodes.BAD_INPUT, exitcodes.MEMORY, exitcodes.STOPPED, exitcodes.OK)
-
-
-def record_exit_code(code: int) -> None:
-    """Called by each rank as it returns: leaves its code where the wrapper looks (if it is there)."""
-    directory = os.environ.get(EXIT_DIR_ENV)
-    if directory:
-        rank = os.environ.get("RANK", "0")
-        tmp = Path(directory) / f".rank-{rank}.tmp"
-        tmp.write_text(str(code))
-        tmp.replace(Path(directory) / f"rank-{rank}")
 
 
 def combine(codes: list[int], launcher_code: int) -> int:

@@ -1,6 +1,6 @@
 """The one small interface every backend implements, and the pure-data launch plan.
 
-``plan(spec, settings)`` is pure (no network, no engine): it refuses unsupported combinations with a
+``plan(spec)`` is pure (no network, no engine): it refuses unsupported combinations with a
 reason *before* anything is spent, and returns a :class:`LaunchPlan` that ``--dry-run`` prints exactly
 as it will be sent. Secret values never enter a plan: ``secret_env`` names the variables that
 ``submit`` fills in from settings at the last moment, and displays show them as ``***``.
@@ -86,14 +86,26 @@ class RunStatus(BaseModel):
 
 @runtime_checkable
 class Backend(Protocol):
+    """One target. Constructed with the run's :class:`Settings` (``get_backend(name, settings)``); every method
+    uses them, so ``--profile`` reaches status, logs and cancel as it reaches plan and submit. ``plan``/``submit``
+    still accept an explicit ``settings`` for callers that hold another set (it wins over the constructor's)."""
+
     name: str
+    pulls_images: bool  # the target pulls the run's image from the registry: push it before submit
+
+    @property
+    def settings(self) -> Settings: ...
 
     def unsupported(self, spec: RunSpec) -> list[str]:
         """Reasons this backend cannot run ``spec`` (empty = fine). Checked inside plan()."""
 
-    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan: ...
+    def preflight(self, settings: Settings | None = None) -> None:
+        """Checks of seconds before anything slow or costly at submit (RunPod: the API key is set)."""
 
-    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle: ...
+    def plan(self, spec: RunSpec, settings: Settings | None = None) -> LaunchPlan:
+        """Pure: no network, no engine, no file written."""
+
+    def submit(self, plan: LaunchPlan, settings: Settings | None = None) -> RunHandle: ...
 
     def status(self, handle: RunHandle) -> RunStatus: ...
 
@@ -102,25 +114,70 @@ class Backend(Protocol):
     def cancel(self, handle: RunHandle) -> None:
         """Idempotent; never raises when the run is already gone."""
 
+    def relaunch(self, handle: RunHandle, settings: Settings | None = None) -> RunHandle | None:
+        """A new attempt for a preempted run, resuming from its latest complete checkpoint; None where the
+        target does not relaunch (the run stays preempted: ``trainpod launch … --resume`` continues it)."""
 
-def get_backend(name: str) -> Backend:
-    """Import only the backend asked for (docker/runpod SDKs load lazily)."""
+    def release(self, handle: RunHandle, status: RunStatus, settings: Settings | None = None) -> Iterator[str]:
+        """The last step of following a run (e.g. confirm a pod stopped billing); lines to show. Empty where
+        nothing outlives the run."""
+
+
+class BackendBase:
+    """What every backend shares: the settings it was constructed with, and the no-op relaunch/release."""
+
+    name = ""
+    pulls_images = False
+
+    def __init__(self, settings: Settings | None = None):
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        """The constructor's settings; without any, the environment's (and ``TRAINPOD_PROFILE``'s), loaded once."""
+        if self._settings is None:
+            from trainpod.settings import load_settings
+
+            self._settings = load_settings()
+        return self._settings
+
+    def _use(self, settings: Settings | None) -> Settings:
+        """An explicit ``settings`` argument wins, and stays for the backend's later calls."""
+        if settings is not None:
+            self._settings = settings
+        return self.settings
+
+    def preflight(self, settings: Settings | None = None) -> None:
+        return None
+
+    def relaunch(self, handle: RunHandle, settings: Settings | None = None) -> RunHandle | None:
+        return None
+
+    def release(self, handle: RunHandle, status: RunStatus, settings: Settings | None = None) -> Iterator[str]:
+        return iter(())
+
+
+BACKENDS = ("local", "docker", "runpod")
+
+
+def get_backend(name: str, settings: Settings | None = None) -> Backend:
+    """The backend for ``name`` on ``settings``; imports only the backend asked for (SDKs load lazily)."""
     if name == "local":
         from trainpod.backends.local import LocalBackend
 
-        return LocalBackend()
+        return LocalBackend(settings)
     if name == "docker":
         from trainpod.backends.docker import DockerBackend
 
-        return DockerBackend()
+        return DockerBackend(settings)
     if name == "runpod":
         from trainpod.backends.runpod import RunPodBackend
 
-        return RunPodBackend()
+        return RunPodBackend(settings)
     if name == "runpod-cluster":  # chosen by the launcher for a multi-node preset with --remote runpod
         from trainpod.backends.runpod_cluster import RunPodClusterBackend
 
-        return RunPodClusterBackend()
+        return RunPodClusterBackend(settings)
     from trainpod.errors import ConfigError, did_you_mean
 
-    raise ConfigError(f"unknown remote '{name}'{did_you_mean(name, ['local', 'docker', 'runpod'])}")
+    raise ConfigError(f"unknown remote '{name}'{did_you_mean(name, list(BACKENDS))}")

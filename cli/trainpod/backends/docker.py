@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainpod.backends.base import REDACTED, LaunchPlan, Mount, RunHandle, RunStatus
+from trainpod.backends.base import REDACTED, BackendBase, LaunchPlan, Mount, RunHandle, RunStatus
 from trainpod.contract import (
     CACHE_TARGET,
     DATA_TARGET,
@@ -35,6 +35,7 @@ from trainpod.contract import (
     OUTPUT_TARGET,
     POD_OUTPUT,
     PREVIOUS_TARGET,
+    PROJECT_TARGET,
     STATUS_JSON,
     WORKSPACE,
     exit_detail,
@@ -44,18 +45,20 @@ from trainpod.contract import (
     state_after_exit,
 )
 from trainpod.errors import TrainpodError, UnsupportedError
-from trainpod.launchcmd import trainer_command
+from trainpod.launchcmd import job_argv, workload_command
 from trainpod.runs import RunRegistry
 from trainpod.settings import Settings
-from trainpod.spec import RunSpec, StorageURIs, utcnow_iso
+from trainpod.spec import CommandWorkload, RunSpec, StorageURIs, TrainerWorkload, utcnow_iso
 
 LABEL_PREFIX = "dev.trainpod"
 
 
-class DockerBackend:
+class DockerBackend(BackendBase):
     name = "docker"
 
-    def __init__(self, uid: int | None = None, gid: int | None = None, cpus: int | None = None):
+    def __init__(self, settings: Settings | None = None, *, uid: int | None = None, gid: int | None = None,
+                 cpus: int | None = None):
+        super().__init__(settings)
         # who launches (decides --user, see module docstring) and how many cores the engine's host has (threads
         # per rank); injectable so dry-run snapshots do not depend on the machine that prints them
         self.uid = os.getuid() if uid is None else uid
@@ -64,46 +67,54 @@ class DockerBackend:
 
     # ------------------------------------------------------------------------------------------ planning
     def unsupported(self, spec: RunSpec) -> list[str]:
-        hw = spec.config.hardware
+        hw = spec.workload.hardware
         reasons = []
         if hw.image == "none":
             reasons.append(
-                f"hardware '{spec.config.hardware_name}' ({hw.name}) has no container image: "
+                f"hardware '{spec.workload.hardware_name}' ({hw.name}) has no container image: "
                 f"{hw.device} is not reachable from Docker; use --remote local"
             )
         if spec.launch.nnodes > 1 and not spec.storage.output.startswith("s3://"):
             reasons.append(f"{spec.launch.nnodes} nodes need an output every node reaches: set TRAINPOD_STORAGE_URI=s3://…")
         return reasons
 
-    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+    def plan(self, spec: RunSpec, settings: Settings | None = None) -> LaunchPlan:
         """The exact container request for ``spec``. Pure: no engine call, no file written."""
+        settings = self._use(settings)
         reasons = self.unsupported(spec)
         if reasons:
             raise UnsupportedError("docker backend cannot run this: " + "; ".join(reasons),
                                    "pick another hardware profile or --remote")
-        hw = spec.config.hardware
+        work = spec.workload
+        hw = work.hardware
         image = spec.image or _planned_tag(spec, settings)
 
         mounts: list[Mount] = []
         dataset = spec.storage.dataset
-        if not dataset.startswith("s3://"):
+        if dataset and not dataset.startswith("s3://"):
             mounts.append(Mount(source=str(Path(dataset).expanduser().resolve()), target=DATA_TARGET, read_only=True))
             dataset = DATA_TARGET
         output = spec.storage.output
         if not output.startswith("s3://"):
             mounts.append(Mount(source=str(Path(output).expanduser().resolve()), target=OUTPUT_TARGET))
             output = OUTPUT_TARGET
-        mounts.append(Mount(source=str(settings.state_path / "hf-cache"), target=CACHE_TARGET))
+        if isinstance(work, TrainerWorkload):  # the model hub's cache outlives the container
+            mounts.append(Mount(source=str(settings.state_path / "hf-cache"), target=CACHE_TARGET))
         init_from = spec.init_from  # a pipeline stage's previous output: read-only, where jobs see it too
         if init_from and not init_from.startswith("s3://"):
             mounts.append(Mount(source=str(Path(init_from).expanduser().resolve()), target=PREVIOUS_TARGET,
                                 read_only=True))
             init_from = PREVIOUS_TARGET
-        inner = spec.model_copy(update={"storage": StorageURIs(dataset=dataset, output=output), "image": image,
-                                        "init_from": init_from})
+        update: dict[str, Any] = {"storage": StorageURIs(dataset=dataset, output=output), "image": image,
+                                  "init_from": init_from}
+        workdir = WORKSPACE
+        if isinstance(work, CommandWorkload):  # the project layer holds the job's code
+            workdir = PROJECT_TARGET
+            update["workload"] = work.model_copy(update={"project_dir": PROJECT_TARGET})
+        inner = spec.model_copy(update=update)
 
         master = settings.master_addr
-        command, launch_env = trainer_command(inner, cpu_count=self.cpus, master_addr=master)
+        command, launch_env = workload_command(inner, cpu_count=self.cpus, master_addr=master)
         env = {
             ENV_RUN_SPEC: inner.to_json(),
             ENV_OUTPUT_DIR: output if output == OUTPUT_TARGET else POD_OUTPUT,
@@ -122,8 +133,8 @@ class DockerBackend:
             env["HOME"] = WORKSPACE  # the invoking uid has no passwd entry (or home) inside the image
         labels = {
             f"{LABEL_PREFIX}.run-id": spec.run_id,
-            f"{LABEL_PREFIX}.preset": spec.config.preset,
-            f"{LABEL_PREFIX}.hardware": spec.config.hardware_name,
+            f"{LABEL_PREFIX}.preset": work.name,
+            f"{LABEL_PREFIX}.hardware": work.hardware_name,
             f"{LABEL_PREFIX}.backend": self.name,
             # the SDK's run() has no stop timeout; `trainpod runs cancel` reads the grace period from here
             f"{LABEL_PREFIX}.stop-grace-seconds": f"{spec.stop_grace_seconds:g}",
@@ -132,7 +143,7 @@ class DockerBackend:
             "image": image,
             "name": spec.run_id,
             "command": command,
-            "working_dir": WORKSPACE,
+            "working_dir": workdir,
             "network_mode": "host",
             "labels": labels,
             "stop_signal": "SIGTERM",
@@ -144,12 +155,15 @@ class DockerBackend:
             request["device_requests"] = [{"count": hw.gpu_count, "capabilities": [["gpu"]]}]
         else:
             request["shm_size"] = "2g"
-        notes = [f"output on the host: {mounts[1].source if output == OUTPUT_TARGET else spec.storage.output}"]
+        host_output = next((m.source for m in mounts if m.target == OUTPUT_TARGET), spec.storage.output)
+        notes = [f"output on the host: {host_output}"]
+        if isinstance(work, CommandWorkload):
+            notes.insert(0, f"runs {job_argv(inner)} in {PROJECT_TARGET}")
         if self.uid == 0:
             notes.append(f"launched as root: the container runs as uid {IMAGE_UID} and the output dir is chowned to it")
         plan = LaunchPlan(
             backend=self.name, run_id=spec.run_id, image=image, command=request["command"], env=env,
-            secret_env=secret_env, mounts=mounts, workdir=WORKSPACE, gpus=hw.gpu_count if hw.device == "cuda" else 0,
+            secret_env=secret_env, mounts=mounts, workdir=workdir, gpus=hw.gpu_count if hw.device == "cuda" else 0,
             provider_request={"container": request}, notes=notes, spec=spec,
         )
         provider: dict[str, Any] = {"container": request, "docker_run": docker_run_line(plan, request)}
@@ -158,7 +172,7 @@ class DockerBackend:
             # mounts; only the node rank differs). `submit` starts node 0 here; run the others on their hosts.
             nodes = []
             for rank in range(spec.launch.nnodes):
-                argv, _ = trainer_command(inner, cpu_count=self.cpus, node_rank=rank, master_addr=master)
+                argv, _ = workload_command(inner, cpu_count=self.cpus, node_rank=rank, master_addr=master)
                 node_req = {**request, "name": f"{spec.run_id}-node{rank}", "command": argv}
                 nodes.append({"node_rank": rank, "container": node_req, "docker_run": docker_run_line(plan, node_req)})
             provider["nodes"] = nodes
@@ -168,8 +182,10 @@ class DockerBackend:
         return plan.model_copy(update={"provider_request": provider})
 
     # ------------------------------------------------------------------------------------------ engine
-    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
-        """Start the container detached (named after the run id) and record the run."""
+    def submit(self, plan: LaunchPlan, settings: Settings | None = None) -> RunHandle:
+        """Start the container detached (named after the run id) and record the run. The launcher built the
+        image (and a job's project layer) before; this only checks that it is there."""
+        settings = self._use(settings)
         import docker.errors
         from docker.types import DeviceRequest
 
@@ -184,7 +200,7 @@ class DockerBackend:
         assert plan.image is not None
         if not image_exists(client, plan.image):
             raise TrainpodError(f"image {plan.image} is not on this engine",
-                                f"build it first: trainpod build --hardware {plan.spec.config.hardware_name}")
+                                f"build it first: trainpod build --hardware {plan.spec.workload.hardware_name}")
         for m in plan.mounts:
             if m.read_only:
                 if not Path(m.source).is_dir():
@@ -209,13 +225,19 @@ class DockerBackend:
             raise TrainpodError(f"docker could not start the container: {_scrub(str(exc), secrets)}",
                                 "see `docker info`; is a container with this run id left over?") from None
         handle = RunHandle(
-            run_id=plan.run_id, backend=self.name, preset=plan.spec.config.preset, provider_id=container.id,
+            run_id=plan.run_id, backend=self.name, preset=plan.spec.workload.name, provider_id=container.id,
             output=plan.spec.storage.output, created=utcnow_iso(),
             extra={"image": plan.image, "container": plan.run_id, "stop_grace_seconds": plan.spec.stop_grace_seconds,
-                   "host_output": next((m.source for m in plan.mounts if m.target == OUTPUT_TARGET), None)},
+                   "host_output": next((m.source for m in plan.mounts if m.target == OUTPUT_TARGET), None),
+                   **plan.spec.registry_extra()},
         )
         RunRegistry(settings.state_dir).save(handle)
         return handle
+
+    def _record_cancel(self, handle: RunHandle) -> None:
+        """Persist the cancellation (a handle built by hand, not in the registry, keeps the in-memory flag only)."""
+        with contextlib.suppress(TrainpodError):
+            RunRegistry(self.settings.state_path).update(handle.run_id, cancelled=True, cancelled_at=utcnow_iso())
 
     def _container(self, handle: RunHandle) -> Any | None:
         import docker.errors
@@ -283,7 +305,7 @@ class DockerBackend:
         if container is None or not container.attrs.get("State", {}).get("Running"):
             return  # gone or already finished: nothing to stop, and a finished run stays finished
         handle.extra["cancelled"] = True
-        _record_cancel(handle)
+        self._record_cancel(handle)
         grace = float(handle.extra.get("stop_grace_seconds") or _grace_from_container(container))
         try:
             container.stop(timeout=int(grace))
@@ -300,15 +322,7 @@ class DockerBackend:
 def _planned_tag(spec: RunSpec, settings: Settings) -> str:
     from trainpod.images import image_plan
 
-    return image_plan(spec.config.hardware_name, spec.config.hardware, settings).tag
-
-
-def _record_cancel(handle: RunHandle) -> None:
-    """Persist the cancellation (a handle built by hand, not in the registry, keeps the in-memory flag only)."""
-    from trainpod.settings import load_settings
-
-    with contextlib.suppress(TrainpodError):
-        RunRegistry(load_settings().state_path).update(handle.run_id, cancelled=True, cancelled_at=utcnow_iso())
+    return image_plan(spec.workload.hardware_name, spec.workload.hardware, settings).tag
 
 
 def _host_output(handle: RunHandle) -> Path | None:

@@ -20,10 +20,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
+from trainpod.backends.base import BackendBase, LaunchPlan, RunHandle, RunStatus
 from trainpod.contract import (
+    CONTAINER_SECRETS,
     DONE,
+    ENV_PREVIOUS_OUTPUT,
     LOCAL_SECRETS,
+    LOGS_DIR,
     STATUS_JSON,
     TRAIN_LOG,
     exit_detail,
@@ -32,10 +35,10 @@ from trainpod.contract import (
     state_after_exit,
 )
 from trainpod.errors import UnsupportedError
-from trainpod.launchcmd import trainer_command
+from trainpod.launchcmd import job_argv, workload_command
 from trainpod.runs import RunRegistry
 from trainpod.settings import Settings
-from trainpod.spec import RunSpec, utcnow_iso
+from trainpod.spec import CommandWorkload, RunSpec, TrainerWorkload, utcnow_iso
 
 SPEC_NAME = "run_spec.launch.json"
 # processes started by this process: their real exit code is known without guessing
@@ -81,38 +84,50 @@ def _ended(out: Path, status: dict) -> float | None:
     return max(times) if times else None
 
 
-class LocalBackend:
+class LocalBackend(BackendBase):
     name = "local"
 
     def unsupported(self, spec: RunSpec) -> list[str]:
         reasons = []
+        work, data = spec.workload, spec.storage.dataset
         if spec.storage.output.startswith("s3://"):
             reasons.append("--remote local writes to a local directory; unset TRAINPOD_STORAGE_URI "
                            "or use --remote docker/runpod for S3 outputs")
-        if spec.storage.dataset.startswith("s3://"):
-            reasons.append(f"dataset '{spec.config.dataset_name}' is in S3 ({spec.storage.dataset}); "
+        if isinstance(work, TrainerWorkload) and data.startswith("s3://"):
+            reasons.append(f"dataset '{work.config.dataset_name}' is in S3 ({data}); "
                            "pull it with `trainpod data pull` and point the dataset table at the local copy")
+        if isinstance(work, CommandWorkload) and data and not data.startswith("s3://") and not Path(data).is_dir():
+            reasons.append(f"jobs.{work.name}.data: {data} is not a directory")  # s3:// data: the supervisor pulls it
         if spec.launch.nnodes > 1:
             reasons.append("--remote local runs on one node; nnodes > 1 needs --remote runpod")
         return reasons
 
-    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+    def plan(self, spec: RunSpec, settings: Settings | None = None) -> LaunchPlan:
+        settings = self._use(settings)
         reasons = self.unsupported(spec)
         if reasons:
             raise UnsupportedError("; ".join(reasons))
-        spec_path = str(Path(spec.storage.output) / SPEC_NAME)
-        argv, env = trainer_command(spec, spec_path=spec_path, python=sys.executable)
-        secret_env = secret_env_names(settings.secrets(), LOCAL_SECRETS)
+        out = spec.storage.output
+        argv, env = workload_command(spec, spec_path=str(Path(out) / SPEC_NAME), python=sys.executable)
+        notes = [f"outputs, checkpoints and logs under {out}"]
+        workdir, secrets = out, LOCAL_SECRETS  # this machine's own S3 credentials are in its environment
+        if isinstance(spec.workload, CommandWorkload):
+            workdir, secrets = spec.workload.project_dir, CONTAINER_SECRETS
+            notes.insert(0, f"runs {job_argv(spec)} in {workdir}")
+            if spec.workload.sync_uri:
+                notes.append(f"mirrored to {spec.workload.sync_uri}")
+        if spec.init_from:  # a pipeline stage's input, as a local process reads it
+            env[ENV_PREVIOUS_OUTPUT] = spec.init_from
         return LaunchPlan(
-            backend=self.name, run_id=spec.run_id, command=argv, env=env, secret_env=secret_env,
-            workdir=spec.storage.output, spec=spec,
-            notes=[f"outputs, checkpoints and logs under {spec.storage.output}"],
+            backend=self.name, run_id=spec.run_id, command=argv, env={"PYTHONUNBUFFERED": "1", **env},
+            secret_env=secret_env_names(settings.secrets(), secrets), workdir=workdir, spec=spec, notes=notes,
         )
 
-    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+    def submit(self, plan: LaunchPlan, settings: Settings | None = None) -> RunHandle:
+        settings = self._use(settings)
         spec = plan.spec
         out = Path(spec.storage.output)
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+        (out / LOGS_DIR).mkdir(parents=True, exist_ok=True)
         spec.write(out / SPEC_NAME)
         env = {**os.environ, **plan.env, **secret_env_values(plan.secret_env, settings.secrets())}
         # a resumed run must not report the previous attempt's status.json as its own
@@ -120,13 +135,14 @@ class LocalBackend:
         train_log = out / "logs" / "train.log"
         log_offset = train_log.stat().st_size if train_log.exists() else 0  # a resumed run appends
         with open(out / "logs" / "launcher.log", "ab") as log:
-            proc = subprocess.Popen(plan.command, cwd=out, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            proc = subprocess.Popen(plan.command, cwd=plan.workdir or out, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         _children[proc.pid] = proc
-        handle = RunHandle(run_id=spec.run_id, backend=self.name, preset=spec.config.preset,
+        handle = RunHandle(run_id=spec.run_id, backend=self.name, preset=spec.workload.name,
                            provider_id=str(proc.pid), output=str(out), created=utcnow_iso(),
                            extra={"started": time.time(), "command": plan.command,
-                                  "stop_grace_seconds": spec.stop_grace_seconds, "log_offset": log_offset})
+                                  "stop_grace_seconds": spec.stop_grace_seconds, "log_offset": log_offset,
+                                  **spec.registry_extra()})
         RunRegistry(settings.state_path).save(handle)
         return handle
 
@@ -201,15 +217,13 @@ class LocalBackend:
                 continue
             time.sleep(0.2)
 
-    @staticmethod
-    def _record_cancel(handle: RunHandle) -> None:
+    def _record_cancel(self, handle: RunHandle) -> None:
         """Persist the cancellation so a later ``status`` says cancelled, not preempted."""
         from trainpod.errors import TrainpodError
-        from trainpod.settings import load_settings
 
         # a handle that is not in this registry (built by hand) keeps only the in-memory flag
         with contextlib.suppress(TrainpodError):
-            RunRegistry(load_settings().state_path).update(handle.run_id, cancelled=True)
+            RunRegistry(self.settings.state_path).update(handle.run_id, cancelled=True)
 
     @staticmethod
     def _launcher_errors(launcher: Path) -> Iterator[str]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainpod import credentials
-from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
+from trainpod.backends.base import BackendBase, LaunchPlan, RunHandle, RunStatus
 from trainpod.backends.runpod_api import CloudType, PodRequest
 from trainpod.config.schema import TrainingConfig
 from trainpod.contract import (
@@ -48,6 +48,8 @@ from trainpod.contract import (
     ENV_STOP_GRACE,
     EXIT_OK,
     POD_EXIT,
+    POD_OUTPUT,
+    PROJECT_TARGET,
     STATUS_JSON,
     WORKSPACE,
     s3_env,
@@ -55,9 +57,9 @@ from trainpod.contract import (
     state_after_exit,
 )
 from trainpod.errors import ConfigError, UnsupportedError, available, did_you_mean
-from trainpod.launchcmd import trainer_command
+from trainpod.launchcmd import job_argv, workload_command
 from trainpod.settings import Settings
-from trainpod.spec import RunSpec
+from trainpod.spec import CommandWorkload, RunSpec, TrainerWorkload
 
 # CUDA versions RunPod hosts report, for the legacy GraphQL path only (it matches an exact list; REST v2 takes
 # gpu.minCudaVersion, a floor). Hosts report up to 13.x (shared/runpod/README.md); re-check when RunPod adds one.
@@ -71,9 +73,12 @@ POD_SUPERVISOR = ["python", "-m", "trainpod.podside", "--"]
 
 
 def pod_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
-    """The supervisor wrapping the trainer's launch line (python, or torchrun for several GPUs)."""
-    argv, env = trainer_command(spec)
+    """The pod supervisor wrapping the workload's launch line (the trainer: python, or torchrun for several GPUs;
+    a command: the job supervisor)."""
+    argv, env = workload_command(spec)
     return [*POD_SUPERVISOR, *argv], env
+
+
 POD_NAME_PREFIX = "trainpod-"
 VOLUME_MOUNT = WORKSPACE
 STUCK_MARKER = "POD_STUCK"  # left in the output by a pod that could not terminate itself (trainpod.podside)
@@ -104,10 +109,13 @@ def _model_params(base_model: str) -> float | None:
     return float(m.group(1)) * (1e9 if m.group(2).upper() == "B" else 1e6)
 
 
-def expected_hours(cfg: TrainingConfig) -> tuple[float | None, str]:
-    """How long the run is expected to take, and why we think so."""
-    if cfg.max_runtime_minutes is not None:
-        return cfg.max_runtime_minutes / 60, f"max_runtime_minutes={cfg.max_runtime_minutes:g} (upper bound)"
+def expected_hours(work: TrainingConfig | CommandWorkload) -> tuple[float | None, str]:
+    """How long the run is expected to take, and why we think so (a command's duration is its max_runtime)."""
+    if work.max_runtime_minutes is not None:
+        return work.max_runtime_minutes / 60, f"max_runtime_minutes={work.max_runtime_minutes:g} (upper bound)"
+    if isinstance(work, CommandWorkload):
+        return None, "unknown: a custom command's duration is bounded only by max_runtime_minutes / max_cost_usd"
+    cfg = work
     steps = cfg.hyperparameters.max_steps
     params = _model_params(cfg.expert.base_model)
     peak = cfg.hardware.peak_tflops
@@ -122,14 +130,28 @@ def expected_hours(cfg: TrainingConfig) -> tuple[float | None, str]:
     return None, "unknown: no max_runtime_minutes, and no max_steps/model size to estimate from"
 
 
-class RunPodBackend:
+def _limits(spec: RunSpec) -> TrainingConfig | CommandWorkload:
+    """What carries the run's limits, hardware and duration: the preset's config, or the job's command."""
+    work = spec.workload
+    return work.config if isinstance(work, TrainerWorkload) else work
+
+
+def _has_registry(image: str) -> bool:
+    """``host[:port]/name:tag`` (a registry RunPod can pull from), not a name only this engine knows."""
+    first, sep, _ = image.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
+class RunPodBackend(BackendBase):
     name = "runpod"
+    pulls_images = True
 
     # ------------------------------------------------------------------ refusals
     def unsupported(self, spec: RunSpec, cpu_stand_in: bool = False) -> list[str]:
         """Why ``spec`` cannot run here. ``cpu_stand_in`` (settings.runpod_cpu_stand_in, tests only) lets a
         CPU profile that names a runpod_gpu_type_id through, so CI drives the pod chain without a GPU."""
-        hw, hw_name = spec.config.hardware, spec.config.hardware_name
+        work = spec.workload
+        hw, hw_name = work.hardware, work.hardware_name
         reasons = []
         if not hw.supported:
             reasons.append(f"hardware '{hw_name}' is not supported: {hw.unsupported_reason}")
@@ -137,18 +159,27 @@ class RunPodBackend:
             reasons.append(f"hardware '{hw_name}' is Apple MPS, which exists only on Apple machines, not on RunPod")
         elif hw.device == "cpu" and not (cpu_stand_in and hw.runpod_gpu_type_id):
             reasons.append(
-                f"hardware '{hw_name}' is CPU-only: trainpod rents GPU pods on RunPod; "
-                "run CPU presets with --remote docker or --remote local"
+                f"hardware '{hw_name}' is CPU-only, not a RunPod GPU profile (device=cuda, image=cuda, "
+                "runpod_gpu_type_id): trainpod rents GPU pods on RunPod; run CPU work with --remote docker or "
+                "--remote local"
             )
         elif not hw.runpod_gpu_type_id:
             reasons.append(f"hardware '{hw_name}' has no runpod_gpu_type_id (e.g. \"NVIDIA GeForce RTX 4090\")")
         if hw.image != "cuda" and hw.device == "cuda":
             reasons.append(f"hardware '{hw_name}' has image = '{hw.image}'; RunPod GPU pods need image = 'cuda'")
-        if not spec.storage.dataset.startswith("s3://"):
+        data = spec.storage.dataset
+        if isinstance(work, CommandWorkload):
+            if not work.sync_uri:
+                reasons.append("RunPod jobs must mirror their output to S3: set TRAINPOD_STORAGE_URI=s3://BUCKET/prefix")
+            if data and not data.startswith("s3://"):
+                reasons.append(f"jobs.{work.name}.data is a local path ({data}) the pod cannot read: push it with "
+                               f"`trainpod data push {data} s3://BUCKET/datasets/{work.name}` and use that URI")
+        elif not data.startswith("s3://"):
+            name = work.config.dataset_name
             reasons.append(
-                f"dataset '{spec.config.dataset_name}' is a local path ({spec.storage.dataset}) the pod cannot read: "
-                f"push it with `trainpod data push {spec.storage.dataset} s3://BUCKET/datasets/{spec.config.dataset_name}` "
-                f"and point [datasets.{spec.config.dataset_name}].path (or a --config overlay) at that URI"
+                f"dataset '{name}' is a local path ({data}) the pod cannot read: "
+                f"push it with `trainpod data push {data} s3://BUCKET/datasets/{name}` "
+                f"and point [datasets.{name}].path (or a --config overlay) at that URI"
             )
         if spec.init_from and not spec.init_from.startswith("s3://"):
             reasons.append(
@@ -160,33 +191,33 @@ class RunPodBackend:
                 f"multi-node training (nnodes={max(hw.nnodes, spec.launch.nnodes)}) needs RunPod instant "
                 "clusters, which trainpod does not drive; use one pod with more GPUs (gpu_count)"
             )
+        if work.max_runtime_minutes is None and work.max_cost_usd is None:
+            reasons.append("a RunPod run needs a money guard: neither max_runtime_minutes nor max_cost_usd is set; "
+                           "pass --max-runtime MINUTES and/or --max-cost USD (the pod's watchdog enforces them)")
         return reasons
 
     # ------------------------------------------------------------------ plan
-    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+    def plan(self, spec: RunSpec, settings: Settings | None = None) -> LaunchPlan:
+        settings = self._use(settings)
         reasons = self.unsupported(spec, cpu_stand_in=settings.runpod_cpu_stand_in)
         if reasons:
             raise UnsupportedError(
                 "cannot run on RunPod:\n  - " + "\n  - ".join(reasons),
                 "pick a cloud-* hardware profile (trainpod list --hardware) or another --remote",
             )
-        cfg, hw = spec.config, spec.config.hardware
+        work, limits = spec.workload, _limits(spec)
+        hw = work.hardware
         if not spec.storage.output.startswith("s3://"):
             raise UnsupportedError(
                 f"RunPod runs must write to S3, but the output is '{spec.storage.output}'",
                 "set TRAINPOD_STORAGE_URI=s3://BUCKET/prefix: checkpoints and the adapter go there as they "
                 "are written, because the pod's disk vanishes when it terminates itself",
             )
-        if not spec.image:
+        if not spec.image or not _has_registry(spec.image):
             raise UnsupportedError(
-                "no image for the RunPod pod: the RunSpec has no content-addressed image tag",
+                f"no image for the RunPod pod: {f'{spec.image} is in no registry' if spec.image else 'the RunSpec has no content-addressed image tag'}",
                 "set TRAINPOD_REGISTRY to a registry RunPod can pull from; `trainpod build` + `trainpod push` "
                 "produce the tag that launch puts in the RunSpec",
-            )
-        if cfg.max_runtime_minutes is None and cfg.max_cost_usd is None:
-            raise UnsupportedError(
-                "a RunPod run needs a money guard: neither max_runtime_minutes nor max_cost_usd is set",
-                "pass --max-runtime MINUTES and/or --max-cost USD (the pod's watchdog enforces them)",
             )
         cloud = self._cloud_type(settings, hw.runpod_cloud_type)
         gpu_type = hw.runpod_gpu_type_id
@@ -194,28 +225,36 @@ class RunPodBackend:
         # a CUDA image needs a driver at least as new as its CUDA (schema: cuda_version is set); the CPU
         # stand-in (tests only) runs on any host
         cuda = allowed_cuda_versions(hw.cuda_version) if hw.cuda_version else list(RUNPOD_CUDA_VERSIONS)
-        if cfg.spot and not cuda:
+        if work.spot and not cuda:
             raise UnsupportedError(
-                f"hardware '{cfg.hardware_name}' needs CUDA >= {hw.cuda_version}, newer than any CUDA version "
+                f"hardware '{work.hardware_name}' needs CUDA >= {hw.cuda_version}, newer than any CUDA version "
                 f"trainpod knows RunPod to offer for spot pods ({RUNPOD_CUDA_VERSIONS[-1]})",
                 "lower cuda_version in the hardware table, or add the new version to RUNPOD_CUDA_VERSIONS",
             )
 
         price, price_source = hw.price_per_gpu_hour, "profile price_per_gpu_hour (offline; submit re-checks with API prices)"
-        hours, hours_source = expected_hours(cfg)
+        hours, hours_source = expected_hours(limits)
         notes = [f"duration: {hours_source}"]
-        estimate = self._estimate(cfg, price, hours, notes)
+        estimate = self._estimate(limits, price, hours, notes)
         if price is None:
             price_source = "none: the hardware profile has no price_per_gpu_hour; submit takes it from the API"
         notes.insert(0, f"price: {price_source}")
-        if cfg.spot:
+        if work.spot:
             notes.append(f"CUDA floor {hw.cuda_version}: hosts with CUDA {', '.join(cuda)}")
         else:
             notes.append(f"CUDA floor {hw.cuda_version or 'none (CPU stand-in)'}: gpu.minCudaVersion; submit orders "
                          "the GPU types by the catalog's stock for it and refuses when none is in stock")
 
-        command, launch_env = pod_command(spec)
-        env = {**self._env(spec, settings), **launch_env}
+        inner, workdir = spec, VOLUME_MOUNT
+        if isinstance(work, CommandWorkload):
+            # the project layer holds the code; the pod's output is scratch mirrored to the run's S3 output
+            workdir = PROJECT_TARGET
+            inner = spec.model_copy(update={"workload": work.model_copy(update={"project_dir": PROJECT_TARGET}),
+                                            "storage": spec.storage.model_copy(update={"output": POD_OUTPUT})})
+            notes.insert(0, f"the pod runs {job_argv(spec)} in {PROJECT_TARGET} under the pod supervisor (DONE "
+                            f"check, watchdog, self-terminate); outputs mirrored to {work.sync_uri}")
+        command, launch_env = pod_command(inner)
+        env = {**self._env(inner, settings), **launch_env}
         secret_names = credentials.pod_secret_names(spec, settings)
         notes.extend(f"WARNING: {w}" for w in credentials.warnings(spec, settings))
         request = PodRequest(
@@ -229,12 +268,13 @@ class RunPodBackend:
             volume_mount_path=VOLUME_MOUNT,
             env={**env, **{n: "***" for n in secret_names}},
             docker_args=shlex.join(command),
-            allowed_cuda_versions=cuda if cfg.spot else (),
-            min_cuda_version=None if cfg.spot else hw.cuda_version,
-            bid_per_gpu=price if cfg.spot else None,
+            allowed_cuda_versions=cuda if work.spot else (),
+            min_cuda_version=None if work.spot else hw.cuda_version,
+            bid_per_gpu=price if work.spot else None,
         )
-        if cfg.spot:
-            notes.append("spot: bid = on-demand price (a cap); submit lowers it to the API's spot price")
+        if work.spot:
+            notes.append("spot: bid = on-demand price (a cap); submit lowers it to the API's spot price; a preempted "
+                         "pod is relaunched and resumes from its latest complete checkpoint")
             notes.append("spot pods use " + LEGACY_GRAPHQL)
         provider_request = {
             **pod_provider_request(request, secret_names, [gpu_type, *hw.runpod_fallback_gpu_type_ids]),
@@ -242,13 +282,13 @@ class RunPodBackend:
             "gpu_type_id": gpu_type,
             "fallback_gpu_type_ids": list(hw.runpod_fallback_gpu_type_ids),
             "cuda_floor": hw.cuda_version,
-            "spot": cfg.spot,
+            "spot": work.spot,
             "bid_per_gpu": request.bid_per_gpu,
             "price_per_gpu_hour": price,
             "price_source": price_source,
             "expected_hours": None if hours is None else round(hours, 4),
-            "max_runtime_minutes": cfg.max_runtime_minutes,
-            "max_cost_usd": cfg.max_cost_usd,
+            "max_runtime_minutes": work.max_runtime_minutes,
+            "max_cost_usd": work.max_cost_usd,
         }
         return LaunchPlan(
             backend=self.name,
@@ -257,7 +297,7 @@ class RunPodBackend:
             command=command,
             env=env,
             secret_env=secret_names,
-            workdir=VOLUME_MOUNT,
+            workdir=workdir,
             gpus=hw.gpu_count,
             provider_request=provider_request,
             estimated_cost_usd=estimate,
@@ -278,22 +318,26 @@ class RunPodBackend:
         return chosen  # type: ignore[return-value]
 
     @staticmethod
-    def _estimate(cfg: TrainingConfig, price: float | None, hours: float | None, notes: list[str]) -> float | None:
+    def _estimate(limits: TrainingConfig | CommandWorkload, price: float | None, hours: float | None,
+                  notes: list[str]) -> float | None:
         """Price x GPUs x hours, checked against max_cost_usd (refuses when already over)."""
-        gpus = max(1, cfg.hardware.gpu_count)  # a pod has at least one GPU (the CPU stand-in too)
+        gpus = max(1, limits.hardware.gpu_count)  # a pod has at least one GPU (the CPU stand-in too)
         if price is None:
             return None
         hourly = price * gpus
-        if hours is None and cfg.max_cost_usd is not None:
-            hours = cfg.max_cost_usd / hourly
+        if hours is None and limits.max_cost_usd is not None:
+            hours = limits.max_cost_usd / hourly
             notes.append(f"duration capped by max_cost_usd: the watchdog stops after {hours:.2f} h")
         if hours is None:
             return None
         estimate = math.ceil(hourly * hours * 100) / 100
         notes.append(f"estimate: ${price:g}/GPU-h x {gpus} GPU x {hours:.2f} h = ${estimate:.2f}")
-        if cfg.max_cost_usd is not None and estimate > cfg.max_cost_usd:
+        if limits.max_cost_usd is not None and estimate > limits.max_cost_usd:
+            bound = ""
+            if limits.max_runtime_minutes is not None:
+                bound = f"max_runtime would cost ${estimate:.2f}, over max_cost_usd ${limits.max_cost_usd:.2f}: "
             raise UnsupportedError(
-                f"estimated cost ${estimate:.2f} exceeds max_cost_usd ${cfg.max_cost_usd:.2f} "
+                f"{bound}estimated cost ${estimate:.2f} exceeds max_cost_usd ${limits.max_cost_usd:.2f} "
                 f"(${price:g}/GPU-h x {gpus} x {hours:.2f} h)",
                 "raise --max-cost, lower --max-runtime, or pick cheaper hardware",
             )
@@ -301,8 +345,8 @@ class RunPodBackend:
 
     @staticmethod
     def _env(spec: RunSpec, settings: Settings) -> dict[str, str]:
-        """Non-secret pod env: the RunSpec, S3 location settings, hardware env."""
-        env = dict(spec.config.hardware.env)
+        """Non-secret pod env: the hardware env, the RunSpec, S3 location settings."""
+        env = dict(spec.workload.hardware.env)
         env.update({
             ENV_RUN_SPEC: spec.to_json(),
             ENV_STOP_GRACE: f"{spec.stop_grace_seconds:g}",
@@ -325,7 +369,7 @@ class RunPodBackend:
     provision_timeout_s = 300.0  # a pod still PROVISIONING (no machine) by then is terminated, with its system log
     poll_s = 5.0
 
-    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+    def submit(self, plan: LaunchPlan, settings: Settings | None = None) -> RunHandle:
         """Rent the pod: live prices re-checked against max_cost, GPU types ordered by stock (refused when none is
         in stock), fallbacks on capacity, bounded start.
 
@@ -334,16 +378,18 @@ class RunPodBackend:
         """
         from trainpod.backends.runpod_v2 import V2Client
 
+        settings = self._use(settings)
         return self._rent(plan, settings, V2Client.from_settings(settings), first_attempt=0, relaunches=0)
 
     max_relaunches = 3
 
-    def relaunch(self, handle: RunHandle, settings: Settings) -> RunHandle:
+    def relaunch(self, handle: RunHandle, settings: Settings | None = None) -> RunHandle | None:
         """Rent a new pod for a preempted spot run (bounded); the trainer in it resumes from the latest
         complete checkpoint in S3, so the total number of steps is unchanged."""
         from trainpod.backends.runpod_v2 import V2Client
         from trainpod.errors import TrainpodError
 
+        settings = self._use(settings)
         count = int(handle.extra.get("relaunches", 0))
         api = V2Client.from_settings(settings)
         if handle.provider_id:
@@ -357,19 +403,26 @@ class RunPodBackend:
                           first_attempt=int(handle.extra.get("next_attempt", 1)), relaunches=count + 1,
                           previous=handle)
 
-    # What a subclass (custom jobs: trainpod.jobs.JobRunPodBackend) changes about renting: the estimate for a
-    # live price, what the run registry records, and the plan a relaunch rents from.
     def _estimate_at(self, plan: LaunchPlan, price: float) -> float | None:
-        return self._estimate(plan.spec.config, price, plan.provider_request["expected_hours"], [])
+        """The estimate at a live price (refused when over max_cost_usd)."""
+        return self._estimate(_limits(plan.spec), price, plan.provider_request["expected_hours"], [])
 
-    def _record(self, plan: LaunchPlan) -> tuple[str, dict[str, Any]]:
-        """(the name the run registry shows, the run's own extras) for a pod rented from ``plan``."""
-        cfg = plan.spec.config
-        return cfg.preset, {"max_runtime_minutes": cfg.max_runtime_minutes, "max_cost_usd": cfg.max_cost_usd,
-                            "plan": plan.model_dump(mode="json")}
+    @staticmethod
+    def _record(plan: LaunchPlan) -> dict[str, Any]:
+        """The run's own extras in the run registry: its limits, the plan a relaunch rents from, the workload's."""
+        work = plan.spec.workload
+        return {"max_runtime_minutes": work.max_runtime_minutes, "max_cost_usd": work.max_cost_usd,
+                "plan": plan.model_dump(mode="json"), **plan.spec.registry_extra()}
 
     def _relaunch_plan(self, handle: RunHandle, settings: Settings) -> LaunchPlan:
-        return LaunchPlan.model_validate(handle.extra["plan"])
+        """The recorded plan, re-planned with ``resume``: the trainer resumes from its latest complete checkpoint in
+        S3; a command's supervisor restores the mirror's files and passes that checkpoint as TRAINPOD_RESUME_DIR."""
+        from trainpod.errors import TrainpodError
+
+        if "plan" not in handle.extra:
+            raise TrainpodError(f"run {handle.run_id}: its record has no plan to relaunch from", _resume_hint(handle))
+        spec = LaunchPlan.model_validate(handle.extra["plan"]).spec
+        return self.plan(spec.model_copy(update={"resume": True}), settings)
 
     def _rent(self, plan: LaunchPlan, settings: Settings, api: Any, *, first_attempt: int,
               relaunches: int, previous: RunHandle | None = None) -> RunHandle:
@@ -418,9 +471,9 @@ class RunPodBackend:
                 last_detail = exc.message
                 tried.append(f"{gpu} ({cloud}): {'no capacity' if spot else exc.message}")
                 continue
-            name, own = self._record(plan)
+            own = self._record(plan)
             handle = RunHandle(
-                run_id=spec.run_id, backend=self.name, preset=name, provider_id=pod.id,
+                run_id=spec.run_id, backend=self.name, preset=spec.workload.name, provider_id=pod.id,
                 output=spec.storage.output, created=previous.created if previous else utcnow_iso(),
                 extra={**(previous.extra if previous else {}), "pod_name": pod_request.name, "gpu_type_id": gpu,
                        "cloud_type": cloud, "spot": spot, "api": "graphql" if spot else "rest-v2",
@@ -559,11 +612,10 @@ class RunPodBackend:
     def status(self, handle: RunHandle) -> RunStatus:
         from trainpod.backends.runpod_api import RunPodAPIError
         from trainpod.backends.runpod_v2 import V2Client
-        from trainpod.settings import load_settings
 
-        api = V2Client.from_settings(load_settings())
+        api = V2Client.from_settings(self.settings)
         pod = api.pod(handle.provider_id) if handle.provider_id else None
-        markers = _read_markers(handle.output)
+        markers = _read_markers(handle.output, self.settings)
         progress = markers.get(STATUS_JSON) or {}
         elapsed = pod.uptime_seconds if pod is not None and pod.started else None
         cost = None
@@ -632,9 +684,8 @@ class RunPodBackend:
         from trainpod.backends.base import TERMINAL_STATES
         from trainpod.backends.runpod_api import PodNotFoundError
         from trainpod.backends.runpod_v2 import V2Client
-        from trainpod.settings import load_settings
 
-        api = V2Client.from_settings(load_settings())
+        api = V2Client.from_settings(self.settings)
         cursor: str | None = None
         assert handle.provider_id is not None
         while True:
@@ -663,7 +714,7 @@ class RunPodBackend:
         uri = handle.output.rstrip("/") + "/logs/train.log"
         seen = 0
         while True:
-            data = storage.read_bytes(uri) or b""
+            data = storage.read_bytes(uri, self.settings) or b""
             if len(data) > seen:
                 text = data[seen:].decode("utf-8", errors="replace")
                 complete, _, _rest = text.rpartition("\n")
@@ -674,7 +725,7 @@ class RunPodBackend:
                 return
             status = self.status(handle)
             if status.state in TERMINAL_STATES + ("unknown", "preempted"):
-                tail = (storage.read_bytes(uri) or b"")[seen:].decode("utf-8", errors="replace")
+                tail = (storage.read_bytes(uri, self.settings) or b"")[seen:].decode("utf-8", errors="replace")
                 yield from (line for line in tail.split("\n") if line)
                 return
             over = self.over_limit(handle, status)
@@ -686,7 +737,7 @@ class RunPodBackend:
 
     release_timeout_s = 60.0  # how long a pod may take to terminate itself after its run ended
 
-    def release(self, handle: RunHandle, status: RunStatus, settings: Settings) -> Iterator[str]:
+    def release(self, handle: RunHandle, status: RunStatus, settings: Settings | None = None) -> Iterator[str]:
         """The last step of following a run: make sure the pod stopped billing.
 
         The pod terminates itself once its trainer exits (podside), a few seconds after DONE or POD_EXIT
@@ -698,7 +749,7 @@ class RunPodBackend:
 
         if not handle.provider_id:
             return
-        api = V2Client.from_settings(settings)
+        api = V2Client.from_settings(self._use(settings))
         deadline = time.monotonic() + self.release_timeout_s
         try:
             while True:
@@ -732,9 +783,8 @@ class RunPodBackend:
         """Terminate the pod (the trainer gets SIGTERM and checkpoints). Idempotent."""
         from trainpod.backends.runpod_v2 import V2Client
         from trainpod.runs import RunRegistry
-        from trainpod.settings import load_settings
 
-        settings = load_settings()
+        settings = self.settings
         if handle.provider_id:
             V2Client.from_settings(settings).terminate(handle.provider_id)
         handle.extra["cancelled"] = True
@@ -779,7 +829,7 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
             verdict, reason = "unknown", "no run of this name in the local run registry"
             if run_id and settings.storage_uri:
                 try:
-                    markers = _read_markers(f"{settings.storage_uri.rstrip('/')}/runs/{run_id}")
+                    markers = _read_markers(f"{settings.storage_uri.rstrip('/')}/runs/{run_id}", settings)
                 except TrainpodError:
                     markers = {}
                 if _stuck(markers, pod.id):
@@ -789,7 +839,7 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
         else:
             handle = registry.get(run_id)
             try:
-                markers = _read_markers(handle.output)
+                markers = _read_markers(handle.output, settings)
             except TrainpodError:
                 markers = {}  # unreadable output: judge by the limits alone
             hours = (pod.uptime_seconds or 0) / 3600
@@ -870,13 +920,13 @@ def _run_id_of(name: str) -> str | None:
     return body if sep and attempt.isdigit() and body else None
 
 
-def _read_markers(output: str) -> dict[str, Any]:
+def _read_markers(output: str, settings: Settings) -> dict[str, Any]:
     """DONE, POD_EXIT and status.json from the run's output (parsed; DONE may be any bytes)."""
     from trainpod import storage
 
     found: dict[str, Any] = {}
     for name in (DONE, POD_EXIT, STUCK_MARKER, STATUS_JSON):
-        raw = storage.read_bytes(output.rstrip("/") + "/" + name)
+        raw = storage.read_bytes(output.rstrip("/") + "/" + name, settings)
         if raw is None:
             continue
         try:

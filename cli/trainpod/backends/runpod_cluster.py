@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from trainpod.backends.base import LaunchPlan, RunHandle, RunStatus
+from trainpod.backends.base import BackendBase, LaunchPlan, RunHandle, RunStatus
 from trainpod.contract import (
     DONE,
     ENV_RUN_SPEC,
@@ -78,8 +78,9 @@ def node_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
     return [*SUPERVISOR, *argv], env
 
 
-class RunPodClusterBackend:
+class RunPodClusterBackend(BackendBase):
     name = NAME
+    pulls_images = True
     start_timeout_s = 600.0  # every node RUNNING by then, else the cluster is deleted
     poll_s = 5.0
     release_timeout_s = 60.0  # how long node 0 may take to delete the cluster after the run ended
@@ -102,8 +103,10 @@ class RunPodClusterBackend:
         return reasons
 
     # ------------------------------------------------------------------ plan
-    def plan(self, spec: RunSpec, settings: Settings) -> LaunchPlan:
+    def plan(self, spec: RunSpec, settings: Settings | None = None) -> LaunchPlan:
         from trainpod import credentials
+
+        settings = self._use(settings)
         from trainpod.backends.runpod import expected_hours
         from trainpod.backends.runpod_v2 import ClusterCompute, CreateClusterRequest
 
@@ -174,7 +177,7 @@ class RunPodClusterBackend:
         return "# every node runs (RunPod sets NODE_RANK, PRIMARY_ADDR, PRIMARY_PORT):\n" + shlex.join(plan.command)
 
     # ------------------------------------------------------------------ submit
-    def submit(self, plan: LaunchPlan, settings: Settings) -> RunHandle:
+    def submit(self, plan: LaunchPlan, settings: Settings | None = None) -> RunHandle:
         """Create the cluster at the API's price (re-checked against max_cost_usd), record the run as soon as the
         cluster exists, and wait (bounded) for every node to run; a cluster that does not start is deleted."""
         from trainpod.backends.runpod import pod_secret_env
@@ -184,6 +187,7 @@ class RunPodClusterBackend:
         from trainpod.runs import RunRegistry
         from trainpod.spec import utcnow_iso
 
+        settings = self._use(settings)
         spec, req = plan.spec, plan.provider_request
         api = V2Client.from_settings(settings)
         registry = RunRegistry(settings.state_path)
@@ -240,11 +244,10 @@ class RunPodClusterBackend:
     # ------------------------------------------------------------------ observe
     def status(self, handle: RunHandle) -> RunStatus:
         from trainpod.backends.runpod_v2 import V2Client
-        from trainpod.settings import load_settings
 
-        api = V2Client.from_settings(load_settings())
+        api = V2Client.from_settings(self.settings)
         cluster = api.cluster(handle.provider_id) if handle.provider_id else None
-        markers = read_markers(handle.output, int(handle.extra.get("nodes") or 2))
+        markers = read_markers(handle.output, int(handle.extra.get("nodes") or 2), self.settings)
         progress = markers.get("status.json") or {}
         elapsed = cost = None
         if cluster is not None:
@@ -294,7 +297,7 @@ class RunPodClusterBackend:
         uri = handle.output.rstrip("/") + "/logs/train.log"
         seen = 0
         while True:
-            data = storage.read_bytes(uri) or b""
+            data = storage.read_bytes(uri, self.settings) or b""
             if len(data) > seen:
                 complete, _, _rest = data[seen:].decode("utf-8", errors="replace").rpartition("\n")
                 if complete:
@@ -304,7 +307,7 @@ class RunPodClusterBackend:
                 return
             status = self.status(handle)
             if status.state in (*TERMINAL_STATES, "unknown"):
-                tail = (storage.read_bytes(uri) or b"")[seen:].decode("utf-8", errors="replace")
+                tail = (storage.read_bytes(uri, self.settings) or b"")[seen:].decode("utf-8", errors="replace")
                 yield from (line for line in tail.split("\n") if line)
                 return
             over = self.over_limit(handle, status)
@@ -317,9 +320,8 @@ class RunPodClusterBackend:
     def _node_logs(self, handle: RunHandle, node: int, follow: bool) -> Iterator[str]:
         from trainpod.backends.runpod_v2 import V2Client
         from trainpod.errors import TrainpodError
-        from trainpod.settings import load_settings
 
-        api = V2Client.from_settings(load_settings())
+        api = V2Client.from_settings(self.settings)
         nodes = {n.rank: n.pod for n in api.cluster_pods(handle.provider_id)} if handle.provider_id else {}
         pod = nodes.get(node)
         if pod is None:
@@ -347,7 +349,7 @@ class RunPodClusterBackend:
             return f"max_cost_usd={usd:g} passed (${status.cost_usd:.4f} so far, all nodes)"
         return None
 
-    def release(self, handle: RunHandle, status: RunStatus, settings: Settings) -> Iterator[str]:
+    def release(self, handle: RunHandle, status: RunStatus, settings: Settings | None = None) -> Iterator[str]:
         """The last step of following a run: the cluster must be gone. Node 0 deletes it when its trainer exits;
         this waits for that (``release_timeout_s``) and deletes it from here otherwise, saying so."""
         from trainpod.backends.runpod_v2 import V2Client
@@ -355,7 +357,7 @@ class RunPodClusterBackend:
 
         if not handle.provider_id:
             return
-        api = V2Client.from_settings(settings)
+        api = V2Client.from_settings(self._use(settings))
         deadline = time.monotonic() + self.release_timeout_s
         try:
             while api.cluster(handle.provider_id) is not None:
@@ -373,9 +375,8 @@ class RunPodClusterBackend:
         """Delete the cluster (every node). Idempotent."""
         from trainpod.backends.runpod_v2 import V2Client
         from trainpod.runs import RunRegistry
-        from trainpod.settings import load_settings
 
-        settings = load_settings()
+        settings = self.settings
         if handle.provider_id:
             V2Client.from_settings(settings).delete_cluster(handle.provider_id)
         handle.extra["cancelled"] = True
@@ -414,13 +415,13 @@ def _env(spec: RunSpec, settings: Settings) -> dict[str, str]:
     return env  # S3 credentials: trainpod.credentials (a run-scoped STS session, minted at submit)
 
 
-def read_markers(output: str, nodes: int) -> dict[str, Any]:
+def read_markers(output: str, nodes: int, settings: Settings | None = None) -> dict[str, Any]:
     """DONE, status.json and every node's exit marker from the run's output (parsed; DONE may be any bytes)."""
     from trainpod import storage
 
     found: dict[str, Any] = {}
     for name in (DONE, STATUS_JSON, *(node_exit_marker(r) for r in range(nodes))):
-        raw = storage.read_bytes(output.rstrip("/") + "/" + name)
+        raw = storage.read_bytes(output.rstrip("/") + "/" + name, settings)
         if raw is None:
             continue
         try:
@@ -473,7 +474,7 @@ def sweep(settings: Settings, delete: bool = False, *, include_unknown: bool = F
             handle, nodes = None, cluster.compute.podCount
             output = f"{settings.storage_uri.rstrip('/')}/runs/{run_id}" if settings.storage_uri else None
         try:
-            markers = read_markers(output, nodes) if output else {}
+            markers = read_markers(output, nodes, settings) if output else {}
         except TrainpodError:
             markers = {}
         end = run_end(markers, cluster.id)

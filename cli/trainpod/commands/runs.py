@@ -8,18 +8,33 @@ import click
 
 if TYPE_CHECKING:
     from trainpod.runs import RunRegistry
+    from trainpod.settings import Settings
+
+
+def _settings(obj: dict) -> Settings:
+    """The settings of ``--profile`` (or TRAINPOD_PROFILE), loaded once per command: the registry and every
+    backend the command asks (S3, RunPod) use them."""
+    from trainpod.settings import load_settings
+
+    if "settings" not in obj:
+        obj["settings"] = load_settings(obj.get("profile"))
+    return obj["settings"]
 
 
 def _registry(obj: dict) -> RunRegistry:
     from trainpod.runs import RunRegistry
-    from trainpod.settings import load_settings
 
-    return RunRegistry(load_settings(obj.get("profile")).state_dir)
+    return RunRegistry(_settings(obj).state_dir)
 
 
-def _overview(registry: RunRegistry, live: bool) -> list[dict[str, Any]]:
-    """One row per run; a backend that cannot answer shows its error as the state instead of failing the list."""
+def _backend(obj: dict, name: str) -> Any:
     from trainpod.backends.base import get_backend
+
+    return get_backend(name, _settings(obj))
+
+
+def _overview(obj: dict, registry: RunRegistry, live: bool) -> list[dict[str, Any]]:
+    """One row per run; a backend that cannot answer shows its error as the state instead of failing the list."""
     from trainpod.errors import TrainpodError
 
     rows = []
@@ -27,7 +42,7 @@ def _overview(registry: RunRegistry, live: bool) -> list[dict[str, Any]]:
         state, billed = "-", None
         if live:
             try:
-                st = get_backend(h.backend).status(h)
+                st = _backend(obj, h.backend).status(h)
                 state, billed = st.state, st.billed_usd
             except (TrainpodError, ImportError) as exc:
                 state = f"? ({str(exc).splitlines()[0][:60]})"
@@ -53,7 +68,7 @@ def list_runs(obj: dict, as_json: bool, no_status: bool) -> None:
     """Every recorded run, oldest first, with its live state."""
     from trainpod.console import emit_json, emit_table
 
-    rows = _overview(_registry(obj), live=not no_status)
+    rows = _overview(obj, _registry(obj), live=not no_status)
     if as_json:
         emit_json(rows)
     else:
@@ -66,12 +81,11 @@ def list_runs(obj: dict, as_json: bool, no_status: bool) -> None:
 @click.pass_obj
 def status(obj: dict, run_id: str) -> None:
     """The live state of RUN_ID (unique prefixes work), as JSON."""
-    from trainpod.backends.base import get_backend
     from trainpod.console import emit_json
 
     handle = _registry(obj).get(run_id)
     emit_json({"run_id": handle.run_id, "backend": handle.backend,
-               **get_backend(handle.backend).status(handle).model_dump(mode="json")})
+               **_backend(obj, handle.backend).status(handle).model_dump(mode="json")})
 
 
 @runs.command()
@@ -82,11 +96,10 @@ def status(obj: dict, run_id: str) -> None:
 @click.pass_obj
 def logs(obj: dict, run_id: str, follow: bool, node: int | None) -> None:
     """Print the training log of RUN_ID (secrets redacted)."""
-    from trainpod.backends.base import get_backend
     from trainpod.redact import redact_text
 
     handle = _registry(obj).get(run_id)
-    backend = get_backend(handle.backend)
+    backend = _backend(obj, handle.backend)
     if node is not None and handle.backend != "runpod-cluster":
         raise click.UsageError(f"--node: run {handle.run_id} ran on one node ({handle.backend}); omit --node")
     lines = backend.logs(handle, follow=follow, node=node) if node is not None else backend.logs(handle, follow=follow)
@@ -101,7 +114,7 @@ def cancel(obj: dict, run_id: str) -> None:
     """Stop RUN_ID: SIGTERM, wait for its checkpoint, clean up. Safe to repeat; a finished run is left as it is."""
     from trainpod.runs import cancel_run
 
-    handle, finished = cancel_run(_registry(obj), run_id)
+    handle, finished = cancel_run(_registry(obj), run_id, _settings(obj))
     if finished is not None:
         click.echo(f"run {handle.run_id} had already finished ({finished.state}); nothing to cancel")
         return
@@ -122,9 +135,8 @@ def sweep(obj: dict, yes: bool, include_unknown: bool, as_json: bool) -> None:
     from trainpod.backends.runpod import sweep as sweep_pods
     from trainpod.backends.runpod_cluster import sweep as sweep_clusters
     from trainpod.console import emit_json, emit_table
-    from trainpod.settings import load_settings
 
-    settings = load_settings(obj.get("profile"))
+    settings = _settings(obj)
     items = sweep_pods(settings, terminate=yes, include_unknown=include_unknown)
     clusters = sweep_clusters(settings, delete=yes, include_unknown=include_unknown)
     rows = [{**asdict(i), "kind": "pod"} for i in items]
