@@ -27,6 +27,7 @@ import os
 import re
 import tarfile
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -53,6 +54,9 @@ _EXCLUDE_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", 
 _EXCLUDE_SUFFIXES = (".pyc", ".pyo", ".egg-info", ".tmp", ".swp", "~")
 FIXED_MTIME = 1_700_000_000  # any constant: the context must not depend on checkout time
 CONTENT_LABEL = "dev.trainpod.content-hash"
+# How often each build context (hardware:NAME, project:DIR) was read and hashed in this process: a launch plans
+# its images once (trainpod.launcher.prepare) and submit reuses the tags. Public so tests can count it.
+context_hashes: Counter[str] = Counter()
 
 
 class _BuildPlan(BaseModel):
@@ -286,6 +290,7 @@ def image_plan(
     wheels = sorted(p.name for p in Path(house).glob("*.whl")) if house else []
 
     files = _context_entries(root, flavor, ca, house, wheels)
+    context_hashes[f"hardware:{hardware_name}"] += 1
     digest = hashlib.sha256()
     digest.update(f"trainpod-image-v1\0{flavor}\0".encode())
     for key in sorted(args):
@@ -666,6 +671,7 @@ def project_image_plan(base_image: str, project_dir: str | os.PathLike[str], req
     if req_path is not None and not req_path.is_file():
         raise ConfigError(f"requirements file {req_path}: not found", "check [jobs.NAME] requirements")
     files = project_files(project)
+    context_hashes[f"project:{project.resolve()}"] += 1
     digest = hashlib.sha256(f"trainpod-project-v1\0{base_image}\0".encode())
     digest.update(PROJECT_DOCKERFILE.read_bytes())
     digest.update(b"\0requirements\0" + (req_path.read_bytes() if req_path else b""))

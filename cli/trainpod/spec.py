@@ -8,6 +8,7 @@ it with these same models. Secrets travel as separate environment variables and 
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import subprocess
@@ -223,19 +224,19 @@ def utcnow_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout trainpod runs from (images are built from it)
+
+
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
-    """The commit of the source tree (``TRAINPOD_GIT_COMMIT`` inside images), or None."""
-    env = os.environ.get(ENV_GIT_COMMIT)
-    if env:
-        return env
+    """The commit of the source tree (``TRAINPOD_GIT_COMMIT`` inside images), or None. ``git rev-parse`` runs once
+    per directory and process: a launch asks for it for the RunSpec and for the image's label."""
+    return os.environ.get(ENV_GIT_COMMIT) or _rev_parse(str(Path(cwd or SOURCE_ROOT).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _rev_parse(cwd: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=cwd or Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
