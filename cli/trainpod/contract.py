@@ -116,6 +116,9 @@ DONE = "DONE"
 POD_EXIT = "POD_EXIT"
 """The pod supervisor's record of how the child ended (pod id, exit code, reason): the restart guard."""
 
+POD_STUCK = "POD_STUCK"
+"""Left by a pod that could not terminate itself (it stopped instead): `trainpod runs sweep` acts on it."""
+
 
 def node_exit_marker(node_rank: int) -> str:
     """The exit marker of a cluster node (node 0's is the single pod's :data:`POD_EXIT`)."""

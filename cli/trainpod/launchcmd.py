@@ -27,11 +27,11 @@ TRAINER_MODULE = "trainpod_trainer"
 # (torchrun alone turns "stopped after a checkpoint" (3) into a generic 1): trainpod_trainer/launch.py
 LAUNCH_WRAPPER = "trainpod_trainer.launch"
 # the supervisor a custom job's command runs under (pull data, resume dir, mirror to S3, DONE last)
-JOB_SUPERVISOR = "trainpod.jobrun"
+JOB_SUPERVISOR = "trainpod.pod.jobrun"
 
 # RunPod Instant Clusters run one container command on every node and give each node its place in these
 # variables (RunPod's docs). A cluster's launch line refers to them as ``$NAME``; the pod supervisor
-# (trainpod.podside) puts the node's values in before it starts the line: no shell is involved.
+# (trainpod.pod.supervisor) puts the node's values in before it starts the line: no shell is involved.
 CLUSTER_VARS = ("NODE_RANK", "PRIMARY_ADDR", "PRIMARY_PORT", "NODE_ADDR", "NUM_NODES", "NUM_TRAINERS")
 
 
@@ -115,7 +115,7 @@ def job_argv(spec: RunSpec, python: str = "python") -> list[str]:
 
     torchrun and deepspeed both start through the launch wrapper (no SSH fan-out, see above); a DeepSpeed
     script initialises from the torchrun environment. The script records its exit code for the wrapper with
-    :func:`trainpod.contrib.finish`, so "stopped after a checkpoint" (3) survives torchrun."""
+    :func:`trainpod.pod.contrib.finish`, so "stopped after a checkpoint" (3) survives torchrun."""
     work = spec.workload
     if not isinstance(work, CommandWorkload):
         raise ConfigError(f"run {spec.run_id} runs the built-in trainer, not a command")

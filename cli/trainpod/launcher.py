@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from trainpod import deps
-from trainpod.backends.base import TERMINAL_STATES, Backend, LaunchPlan, RunHandle, RunStatus, get_backend
+from trainpod.backends import get_backend
+from trainpod.backends.base import TERMINAL_STATES, Backend, LaunchPlan, RunHandle, RunStatus
 from trainpod.catalog_views import resolve_preset
 from trainpod.config import Catalog, TrainingConfig, load_catalog
 from trainpod.config.schema import Job
@@ -402,6 +403,19 @@ def exit_code_for(status: RunStatus) -> int:
 
 def is_terminal(status: RunStatus) -> bool:
     return status.state in TERMINAL_STATES
+
+
+def cancel_run(registry: RunRegistry, run_id: str, settings: Settings | None = None) -> tuple[RunHandle, RunStatus | None]:
+    """Cancel ``run_id`` (unique prefixes work). A run that already finished (succeeded, failed or
+    cancelled) is left exactly as it is: returns its final status instead of ``None``."""
+    handle = registry.get(run_id)
+    backend = get_backend(handle.backend, settings)
+    status = backend.status(handle)
+    if status.state in TERMINAL_STATES:
+        return handle, status
+    backend.cancel(handle)
+    registry.save(handle)
+    return handle, None
 
 
 def registry(settings: Settings | None = None) -> RunRegistry:

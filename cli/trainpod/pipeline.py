@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from trainpod.backends.base import RunHandle, RunStatus, get_backend
+from trainpod.backends import get_backend
+from trainpod.backends.base import RunHandle, RunStatus
 from trainpod.config import load_catalog
 from trainpod.errors import ConfigError, TrainpodError, did_you_mean
 from trainpod.launcher import LaunchRequest, Prepared, exit_code_for, follow, prepare, submit

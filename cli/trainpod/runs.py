@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from trainpod.backends.base import TERMINAL_STATES, RunHandle, RunStatus
+from trainpod.backends.base import RunHandle
 from trainpod.errors import TrainpodError, available, did_you_mean
 from trainpod.manifest import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from trainpod.settings import Settings
+    pass
 
 
 class RunRegistry:
@@ -77,21 +77,6 @@ class RunRegistry:
 
     def as_json(self) -> str:
         return json.dumps([h.model_dump(mode="json") for h in self.all()], indent=2)
-
-
-def cancel_run(registry: RunRegistry, run_id: str, settings: Settings | None = None) -> tuple[RunHandle, RunStatus | None]:
-    """Cancel ``run_id`` (unique prefixes work). A run that already finished (succeeded, failed or
-    cancelled) is left exactly as it is: returns its final status instead of ``None``."""
-    from trainpod.backends.base import get_backend
-
-    handle = registry.get(run_id)
-    backend = get_backend(handle.backend, settings)
-    status = backend.status(handle)
-    if status.state in TERMINAL_STATES:
-        return handle, status
-    backend.cancel(handle)
-    registry.save(handle)
-    return handle, None
 
 
 def local_output(registry: RunRegistry, ref: str) -> Path:

@@ -97,7 +97,7 @@ class TrainerWorkload(Strict):
 
 class CommandWorkload(Strict):
     """A ``[jobs.NAME]`` table resolved for one run: the user's own command, run under the job supervisor
-    (``python -m trainpod.jobrun``) in ``project_dir`` (the project image layer in a container)."""
+    (``python -m trainpod.pod.jobrun``) in ``project_dir`` (the project image layer in a container)."""
 
     kind: Literal["command"] = "command"
     name: str

@@ -1,7 +1,7 @@
 """A user's own training script, run by trainpod as ``[jobs.byo-example]`` (see training.toml here).
 
 It fits y = w*x + b by SGD on ``$TRAINPOD_DATA_DIR/train.jsonl`` — plain Python so the example needs no
-dependencies — and follows the trainpod contract through :mod:`trainpod.contrib`:
+dependencies — and follows the trainpod contract through :mod:`trainpod.pod.contrib`:
   * checkpoints under ``$TRAINPOD_OUTPUT_DIR/checkpoints/step-NNNNNNNN`` (manifest last) every ``--save-every``;
   * on SIGTERM: checkpoint now, exit 3 (EXIT_STOPPED); relaunched with --resume it continues from
     ``$TRAINPOD_RESUME_DIR``;
@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from trainpod import contrib
+from trainpod.pod import contrib
 
 
 def load_rows() -> list[tuple[float, float]]:

@@ -34,7 +34,7 @@ def test_example_job_runs_in_its_project_image_and_mirrors_to_s3(docker_env, cpu
     assert plan.image == project.tag and ":project-" in project.tag
     assert "project/train.py" in project.context_files
     assert not [f for f in project.context_files if f.startswith("project/data/")]  # .dockerignore honoured
-    assert plan.command == ["python", "-m", "trainpod.jobrun"]
+    assert plan.command == ["python", "-m", "trainpod.pod.jobrun"]
     assert {(m.target, m.read_only) for m in plan.mounts} == {("/output", False), ("/data", True)}
 
     prep, handle = launcher.submit(prep)  # builds the project layer (seconds: requirements are empty)

@@ -56,7 +56,7 @@ def test_example_job_runs_on_a_pod_mirrors_to_s3_and_the_pod_ends(chain, s3, tmp
     registry = next(p for p in (tmp_path / "state" / "runs").glob("*.json"))
     record = json.loads(registry.read_text())
     run_id = record["run_id"]
-    assert "python -m trainpod.podside -- python -m trainpod.jobrun" in pod.docker_args
+    assert "python -m trainpod.pod.supervisor -- python -m trainpod.pod.jobrun" in pod.docker_args
 
     remote = s3.uri(f"trainpod/runs/{run_id}")  # the run's output is the pod's S3 mirror
     listed = set(storage.open_store(remote).list())

@@ -1,7 +1,7 @@
 """The pod-side supervisor against the loopback fake RunPod API, with real child processes.
 
 The end-to-end cases let the fake "run" each pod as a local process (ProcessRunner): the pod's
-command is ``python -m trainpod.podside -- CMD``, it gets RunPod's injected RUNPOD_POD_ID and a
+command is ``python -m trainpod.pod.supervisor -- CMD``, it gets RunPod's injected RUNPOD_POD_ID and a
 pod-scoped RUNPOD_API_KEY, and the fake restarts the container when it exits, as RunPod does.
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.runpod_api import ProcessRunner
-from trainpod import podside
 from trainpod.backends.runpod_api import GraphQLClient, PodRequest, urllib_transport
 from trainpod.backends.runpod_v2 import UrllibTransport, V2Client
 from trainpod.config.loader import load_catalog
+from trainpod.pod import supervisor as podside
 from trainpod.spec import RunSpec, StorageURIs
 
 pytestmark = pytest.mark.runpod
@@ -52,7 +52,7 @@ def _wait_for(predicate, timeout: float = 30.0) -> None:
 
 def _deploy_process_pod(fake, client, spec: RunSpec, child: list[str]) -> str:
     fake.runner = ProcessRunner()
-    cmd = [sys.executable, "-m", "trainpod.podside", "--", *child]
+    cmd = [sys.executable, "-m", "trainpod.pod.supervisor", "--", *child]
     pod = client.deploy(PodRequest(name="trainpod-podside-a0", image="img:test", gpu_type_id=GPU,
                                    cloud_type="COMMUNITY", docker_args=shlex.join(cmd),
                                    env={"TRAINPOD_RUN_SPEC": spec.to_json()}))
@@ -208,7 +208,7 @@ def test_sigterm_is_forwarded_to_the_child(tmp_path):
     spec = _spec(out, max_runtime_minutes=5)
     env = {**os.environ, "TRAINPOD_RUN_SPEC": spec.to_json()}
     env.pop("RUNPOD_POD_ID", None)
-    proc = subprocess.Popen([sys.executable, "-m", "trainpod.podside", "--", *_child(TRAP.format(out=str(out)))],
+    proc = subprocess.Popen([sys.executable, "-m", "trainpod.pod.supervisor", "--", *_child(TRAP.format(out=str(out)))],
                             env=env)
     try:
         _wait_for(lambda: (out / "started").exists(), timeout=20)

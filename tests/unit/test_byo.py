@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.contract.openapi import Contract
-from trainpod import contrib, launcher
+from trainpod import launcher
 from trainpod.errors import ConfigError, UnsupportedError
 from trainpod.images import _ignored, project_files, project_image_plan
 from trainpod.launchcmd import job_argv
 from trainpod.manifest import read_manifest, verify_dir
+from trainpod.pod import contrib
 from trainpod.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "byo-train"
@@ -94,7 +95,7 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
     prep = launcher.prepare(launcher.LaunchRequest(preset="gpu", config=cfg, remote="runpod", max_runtime_minutes=90))
     plan = prep.plan
     assert plan.image.startswith("registry.example.com/team/") and ":project-" in plan.image
-    assert plan.command[-3:] == ["python", "-m", "trainpod.jobrun"] and "trainpod.podside" in plan.command
+    assert plan.command[-3:] == ["python", "-m", "trainpod.pod.jobrun"] and "trainpod.pod.supervisor" in plan.command
     assert plan.spec.storage.output == f"s3://team-bucket/trainpod/runs/{plan.run_id}" == plan.spec.workload.sync_uri
     inner = json.loads(plan.env["TRAINPOD_RUN_SPEC"])
     assert inner["workload"]["project_dir"] == "/opt/project" and inner["storage"]["output"] == "/workspace/output"
@@ -118,7 +119,7 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
 def test_pod_supervisor_reads_a_job_spec_its_limits_and_its_done_marker_in_the_mirror(tmp_path, monkeypatch):
     """podside on a job's pod: the spec is a JobRunSpec, the watchdog uses the job's limits, and DONE/POD_EXIT live
     in the job's mirror (the spec's own output is pod-local scratch that a restarted container no longer has)."""
-    from trainpod.podside import Supervisor, TrainpodStorage, deadline_for, load_spec
+    from trainpod.pod.supervisor import Supervisor, TrainpodStorage, deadline_for, load_spec
 
     monkeypatch.setenv("TRAINPOD_STORAGE_URI", "s3://team-bucket/trainpod")
     monkeypatch.setenv("TRAINPOD_REGISTRY", "registry.example.com/team")

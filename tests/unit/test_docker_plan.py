@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from trainpod.backends.base import LaunchPlan, get_backend
+from trainpod.backends import get_backend
+from trainpod.backends.base import LaunchPlan
 from trainpod.backends.docker import DockerBackend
 from trainpod.config.loader import load_catalog
 from trainpod.errors import ConfigError, UnsupportedError
@@ -163,7 +164,7 @@ def test_planning_imports_no_docker_sdk() -> None:
 
     code = (
         "import sys\n"
-        "from trainpod.backends.base import get_backend\n"
+        "from trainpod.backends import get_backend\n"
         "from trainpod.config.loader import load_catalog\n"
         "from trainpod.settings import Settings\n"
         "from trainpod.spec import RunSpec, StorageURIs\n"

@@ -78,7 +78,7 @@ def test_runpod_pod_command_wraps_the_multi_gpu_launch_line():
         "remote": "runpod", "image": "registry.example/trainpod:cuda-abc",
         "storage": StorageURIs(dataset="s3://d/x", output="s3://b/runs/r")})
     plan = RunPodBackend().plan(spec, Settings(storage_uri="s3://b"))
-    assert plan.command[:4] == ["python", "-m", "trainpod.podside", "--"]
+    assert plan.command[:4] == ["python", "-m", "trainpod.pod.supervisor", "--"]
     assert plan.command[4:9] == ["python", "-m", "trainpod_trainer.launch", "--nproc-per-node=2", "--standalone"]
     assert plan.env["NCCL_P2P_DISABLE"] == "1" and plan.gpus == 2
     assert "trainpod_trainer.launch" in plan.provider_request["body"]["args"]
@@ -101,7 +101,7 @@ CASES = [(p, b) for p in sorted(MULTI) for b in ("local", "docker", "runpod")
 def test_dry_run_plans_start_torchrun_for_every_multi_process_preset(preset, backend, tmp_path):
     """What `launch --dry-run` prints: one torchrun line with every rank of the profile, DeepSpeed
     named only through the environment (the trainer builds the engine), on every backend."""
-    from trainpod.backends.base import get_backend
+    from trainpod.backends import get_backend
     from trainpod.settings import Settings
 
     nproc, ds_name = MULTI[preset]
@@ -129,7 +129,7 @@ def test_dry_run_plans_start_torchrun_for_every_multi_process_preset(preset, bac
 
 
 def test_multi_node_is_refused_by_single_node_backends_before_any_money_is_spent():
-    from trainpod.backends.base import get_backend
+    from trainpod.backends import get_backend
     from trainpod.errors import UnsupportedError
     from trainpod.settings import Settings
 

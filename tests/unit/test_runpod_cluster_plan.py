@@ -47,7 +47,7 @@ def test_full_finetune_preset_plans_one_valid_cluster_request_and_one_node_line(
     assert body["env"]["TRAINPOD_DEEPSPEED_CONFIG"] == "zero3"
     assert body["env"]["AWS_SECRET_ACCESS_KEY"] == "***" and SECRET not in res.stdout + res.stderr
     line = plan["command"]
-    assert line[:4] == ["python", "-m", "trainpod.podside", "--"]
+    assert line[:4] == ["python", "-m", "trainpod.pod.supervisor", "--"]
     assert line[4:7] == ["python", "-m", "trainpod_trainer.launch"]  # the launch wrapper around torchrun
     for arg in ("--nproc-per-node=8", "--nnodes=2", "--node-rank=$NODE_RANK", "--rdzv-backend=c10d",
                 "--rdzv-endpoint=$PRIMARY_ADDR:$PRIMARY_PORT", "--local-addr=$NODE_ADDR",
@@ -67,7 +67,7 @@ def test_lora_preset_is_plain_ddp_over_torchrun_on_a100_nodes(env):
     assert Contract().errors("CreateClusterRequest", body) == []
     assert body["compute"] == {"gpuTypeId": "NVIDIA A100-SXM4-80GB", "gpuCountPerPod": 8, "podCount": 2}
     assert "TRAINPOD_DEEPSPEED_CONFIG" not in body["env"]
-    assert plan["spec"]["launch"]["launcher"] == "torchrun" and plan["spec"]["config"]["finetune"] == "lora"
+    assert plan["spec"]["launch"]["launcher"] == "torchrun" and plan["spec"]["workload"]["config"]["finetune"] == "lora"
 
 
 def test_max_cost_guards_the_whole_cluster_not_one_node(env):

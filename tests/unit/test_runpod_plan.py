@@ -51,7 +51,7 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
     assert req["expected_hours"] == 4.0
     assert plan.estimated_cost_usd == 2.76  # $0.69 x 1 GPU x 240 min
     assert plan.gpus == 1 and plan.image == IMAGE
-    assert plan.command == ["python", "-m", "trainpod.podside", "--", "python", "-m", "trainpod_trainer"]
+    assert plan.command == ["python", "-m", "trainpod.pod.supervisor", "--", "python", "-m", "trainpod_trainer"]
     # secrets by name only, everywhere the plan is shown
     # S3: a run-scoped STS session minted at submit (trainpod.credentials), never the user's key id or secret
     assert plan.secret_env == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
@@ -70,7 +70,7 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
         "name": f"trainpod-{RUN_ID}-a0", "image": IMAGE, "cloud": "COMMUNITY",
         "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.8"}, "disk": 40,
         "env": {**plan.env, **{n: "***" for n in plan.secret_env}},
-        "args": "python -m trainpod.podside -- python -m trainpod_trainer",
+        "args": "python -m trainpod.pod.supervisor -- python -m trainpod_trainer",
     }
     assert "allowedCudaVersions" not in json.dumps(req)
 
@@ -202,7 +202,7 @@ def test_planning_imports_no_provider_sdk():
     import subprocess
     import sys
 
-    code = ("import sys; from trainpod.backends.runpod import RunPodBackend; import trainpod.podside; "
+    code = ("import sys; from trainpod.backends.runpod import RunPodBackend; import trainpod.pod.supervisor; "
             "print(sorted(m for m in ('runpod', 'requests', 'boto3', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

@@ -155,29 +155,3 @@ class BackendBase:
 
     def release(self, handle: RunHandle, status: RunStatus, settings: Settings | None = None) -> Iterator[str]:
         return iter(())
-
-
-BACKENDS = ("local", "docker", "runpod")
-
-
-def get_backend(name: str, settings: Settings | None = None) -> Backend:
-    """The backend for ``name`` on ``settings``; imports only the backend asked for (SDKs load lazily)."""
-    if name == "local":
-        from trainpod.backends.local import LocalBackend
-
-        return LocalBackend(settings)
-    if name == "docker":
-        from trainpod.backends.docker import DockerBackend
-
-        return DockerBackend(settings)
-    if name == "runpod":
-        from trainpod.backends.runpod import RunPodBackend
-
-        return RunPodBackend(settings)
-    if name == "runpod-cluster":  # chosen by the launcher for a multi-node preset with --remote runpod
-        from trainpod.backends.runpod_cluster import RunPodClusterBackend
-
-        return RunPodClusterBackend(settings)
-    from trainpod.errors import ConfigError, did_you_mean
-
-    raise ConfigError(f"unknown remote '{name}'{did_you_mean(name, list(BACKENDS))}")

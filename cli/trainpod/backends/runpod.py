@@ -18,7 +18,7 @@ Decisions:
 * Outputs must go to ``s3://``: a pod's disk vanishes with it, and the pod terminates itself.
 * A run needs ``max_runtime_minutes`` or ``max_cost_usd`` (``--max-runtime``/``--max-cost``): the
   pod-side watchdog enforces them, so no failure mode can bill without bound.
-* The pod is started with ``python -m trainpod.podside -- python -m trainpod_trainer`` as its
+* The pod is started with ``python -m trainpod.pod.supervisor -- python -m trainpod_trainer`` as its
   command (``dockerArgs``): the supervisor checks the DONE marker (RunPod restarts containers that
   exit), runs the watchdog and terminates the pod with the pod-scoped ``RUNPOD_API_KEY`` that RunPod
   injects, so teardown never depends on the laptop. The account key never enters the pod.
@@ -69,7 +69,7 @@ LEGACY_GRAPHQL = ("legacy: RunPod's GraphQL API, retired in early 2027 (REST v2 
                   "terminateAfter = max runtime + stop grace + start-up allowance")
 TERMINATE_AFTER_STARTUP_MIN = 10.0  # image pull + start before the watchdog's clock starts
 CLOUD_TYPES: tuple[CloudType, ...] = ("ALL", "SECURE", "COMMUNITY")
-POD_SUPERVISOR = ["python", "-m", "trainpod.podside", "--"]
+POD_SUPERVISOR = ["python", "-m", "trainpod.pod.supervisor", "--"]
 
 
 def pod_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
@@ -134,12 +134,6 @@ def _limits(spec: RunSpec) -> TrainingConfig | CommandWorkload:
     """What carries the run's limits, hardware and duration: the preset's config, or the job's command."""
     work = spec.workload
     return work.config if isinstance(work, TrainerWorkload) else work
-
-
-def _has_registry(image: str) -> bool:
-    """``host[:port]/name:tag`` (a registry RunPod can pull from), not a name only this engine knows."""
-    first, sep, _ = image.partition("/")
-    return bool(sep) and ("." in first or ":" in first or first == "localhost")
 
 
 class RunPodBackend(BackendBase):
@@ -213,9 +207,12 @@ class RunPodBackend(BackendBase):
                 "set TRAINPOD_STORAGE_URI=s3://BUCKET/prefix: checkpoints and the adapter go there as they "
                 "are written, because the pod's disk vanishes when it terminates itself",
             )
-        if not spec.image or not _has_registry(spec.image):
+        if isinstance(work, CommandWorkload) and not settings.registry:
+            raise UnsupportedError("no registry RunPod can pull the project image from",
+                                   "set TRAINPOD_REGISTRY; the project image is pushed next to the hardware image")
+        if not spec.image:
             raise UnsupportedError(
-                f"no image for the RunPod pod: {f'{spec.image} is in no registry' if spec.image else 'the RunSpec has no content-addressed image tag'}",
+                "no image for the RunPod pod: the RunSpec has no content-addressed image tag",
                 "set TRAINPOD_REGISTRY to a registry RunPod can pull from; `trainpod build` + `trainpod push` "
                 "produce the tag that launch puts in the RunSpec",
             )

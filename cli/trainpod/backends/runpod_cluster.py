@@ -57,7 +57,7 @@ from trainpod.spec import RunSpec
 
 NAME = "runpod-cluster"
 CLUSTER_NAME_PREFIX = "trainpod-"
-SUPERVISOR = ["python", "-m", "trainpod.podside", "--"]
+SUPERVISOR = ["python", "-m", "trainpod.pod.supervisor", "--"]
 MAX_NODES = 250  # ClusterCompute.podCount maximum
 
 

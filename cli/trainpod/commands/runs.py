@@ -28,7 +28,7 @@ def _registry(obj: dict) -> RunRegistry:
 
 
 def _backend(obj: dict, name: str) -> Any:
-    from trainpod.backends.base import get_backend
+    from trainpod.backends import get_backend
 
     return get_backend(name, _settings(obj))
 
@@ -112,7 +112,7 @@ def logs(obj: dict, run_id: str, follow: bool, node: int | None) -> None:
 @click.pass_obj
 def cancel(obj: dict, run_id: str) -> None:
     """Stop RUN_ID: SIGTERM, wait for its checkpoint, clean up. Safe to repeat; a finished run is left as it is."""
-    from trainpod.runs import cancel_run
+    from trainpod.launcher import cancel_run
 
     handle, finished = cancel_run(_registry(obj), run_id, _settings(obj))
     if finished is not None:

@@ -354,7 +354,7 @@ class Job(Strict):
     ``project_dir`` (relative to the TOML file) is copied into a project image layer on top of the
     hardware image; ``command`` runs there under ``launcher``. Custom code gets the container contract
     through ``TRAINPOD_DATA_DIR`` / ``TRAINPOD_OUTPUT_DIR`` / ``TRAINPOD_RESUME_DIR`` /
-    ``TRAINPOD_STOP_GRACE_SECONDS`` (see ``trainpod.contrib``).
+    ``TRAINPOD_STOP_GRACE_SECONDS`` (see ``trainpod.pod.contrib``).
     """
 
     description: str = ""

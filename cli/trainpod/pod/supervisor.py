@@ -1,4 +1,4 @@
-"""The pod-side supervisor: ``python -m trainpod.podside [--spec FILE] -- CMD...``.
+"""The pod-side supervisor: ``python -m trainpod.pod.supervisor [--spec FILE] -- CMD...``.
 
 It is PID 1 of a RunPod pod (the pod's command), so that the pod ends and stops billing whatever
 happens on the laptop (PEERS.md complaints 1, 2 and 10):
@@ -46,16 +46,24 @@ from typing import Any, Protocol
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
 from trainpod.backends.runpod_v2 import UrllibTransport, V2Client
-from trainpod.contract import DONE, EXIT_OK, EXIT_STOPPED, POD_EXIT, node_exit_marker, shell_exit_code
+from trainpod.contract import (
+    DONE,
+    EXIT_OK,
+    EXIT_STOPPED,
+    POD_EXIT,
+    POD_STUCK,
+    node_exit_marker,
+    shell_exit_code,
+)
 from trainpod.credentials import stop_before_expiry
 from trainpod.errors import TrainpodError
 from trainpod.redact import install_log_redaction
 from trainpod.spec import RunSpec, utcnow_iso
 
-log = logging.getLogger("trainpod.podside")
+log = logging.getLogger("trainpod.pod.supervisor")
 
 EXIT_MARKER = POD_EXIT
-STUCK_MARKER = "POD_STUCK"  # trainpod.backends.runpod.STUCK_MARKER
+STUCK_MARKER = POD_STUCK
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -145,7 +153,7 @@ class Supervisor:
         fallback_api: RunPodAPI | None = None,
     ):
         if not command:
-            raise TrainpodError("podside: no command to supervise", "usage: python -m trainpod.podside -- CMD...")
+            raise TrainpodError("podside: no command to supervise", "usage: python -m trainpod.pod.supervisor -- CMD...")
         self.spec = spec
         self.command = list(command)
         self.api = api
@@ -379,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     spec_path = None
     if "--" not in args:
-        print("usage: python -m trainpod.podside [--spec FILE] -- CMD...", file=sys.stderr)
+        print("usage: python -m trainpod.pod.supervisor [--spec FILE] -- CMD...", file=sys.stderr)
         return 2
     split = args.index("--")
     head, command = args[:split], args[split + 1:]

@@ -1,4 +1,4 @@
-"""``python -m trainpod.jobrun``: the supervisor a custom job runs under (locally, as PID 1 in a container).
+"""``python -m trainpod.pod.jobrun``: the supervisor a custom job runs under (locally, as PID 1 in a container).
 
 The linear story, the same as the built-in trainer's:
 
@@ -8,7 +8,7 @@ The linear story, the same as the built-in trainer's:
        status.json every log_sync_interval_seconds (default 10); TRAINPOD_(LOG_)SYNC_INTERVAL override them
     ─▶ status.json, DONE (exit 0 only) ─▶ final sync, DONE uploaded last ─▶ exit with the command's code
 
-SIGTERM/SIGINT are forwarded to the command, which checkpoints and exits (trainpod.contrib); after the grace
+SIGTERM/SIGINT are forwarded to the command, which checkpoints and exits (trainpod.pod.contrib); after the grace
 period it is killed. ``max_runtime_minutes`` sends the same SIGTERM. Imports stay light (no torch); boto3 loads
 only when the job touches S3.
 """
@@ -55,7 +55,7 @@ LOG_SYNC_INTERVAL_ENV = ENV_LOG_SYNC_INTERVAL
 
 
 def _log(msg: str) -> None:
-    print(f"[trainpod.jobrun] {msg}", flush=True)
+    print(f"[trainpod.pod.jobrun] {msg}", flush=True)
 
 
 def _load(path: str | None) -> RunSpec:
@@ -263,7 +263,7 @@ def run(spec: RunSpec) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainpod.jobrun", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trainpod.pod.jobrun", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", help=f"job spec file (default: ${SPEC_ENV})")
     args = parser.parse_args(argv)
     return run(_load(args.spec))
