@@ -220,3 +220,33 @@ def test_a_running_jobs_log_reaches_s3_between_full_syncs(s3, tmp_path, monkeypa
     assert prep.backend.status(handle).state == "succeeded", lines
     assert b"bye" in storage.read_bytes(remote + "/logs/train.log")  # the final sync has the whole log
     assert storage.read_bytes(remote + "/DONE") is not None
+
+
+def test_a_torchrun_job_stopped_after_a_checkpoint_exits_3_not_1(tmp_path):
+    """A job with launcher = "torchrun" runs under the trainer's launch wrapper: SIGTERM reaches the script once,
+    it checkpoints and exits 3 (contrib.finish records it), and the run reads as stopped-after-a-checkpoint,
+    where torchrun alone would have reported a crash (1)."""
+    toml = tmp_path / "training.toml"
+    toml.write_text(f"""
+[jobs.ddp-slow]
+hardware = "cpu"
+project_dir = "{EXAMPLE}"
+command = ["python", "train.py", "--steps", "400", "--save-every", "5", "--step-seconds", "0.05"]
+data = "{EXAMPLE / 'data'}"
+launcher = "torchrun"
+nproc_per_node = 1
+stop_grace_seconds = 30
+""")
+    req = launcher.LaunchRequest(preset="ddp-slow", config=str(toml), output_dir=str(tmp_path / "runs"))
+    prep, handle = launcher.submit(launcher.prepare(req))
+    ckpts = Path(handle.output) / "checkpoints"
+    deadline = time.monotonic() + 90
+    while not (ckpts / "step-00000010" / "manifest.json").exists():
+        assert time.monotonic() < deadline, "no checkpoint within 90s"
+        assert prep.backend.status(handle).state in ("pending", "running")
+        time.sleep(0.1)
+    prep.backend.cancel(handle)
+    status = prep.backend.status(handle)
+    assert status.state == "cancelled" and status.exit_code == 3, status
+    log = (Path(handle.output) / "logs" / "launcher.log").read_text()
+    assert "trainpod_trainer.launch" in log and "stopped after a checkpoint" in log

@@ -15,7 +15,7 @@ import pytest
 from tests.contract.openapi import Contract
 from trainpod import launcher
 from trainpod.errors import ConfigError, UnsupportedError
-from trainpod.images import _ignored, project_files, project_image_plan
+from trainpod.images import project_files, project_image_plan
 from trainpod.launchcmd import job_argv
 from trainpod.manifest import read_manifest, verify_dir
 from trainpod.pod import contrib
@@ -163,12 +163,18 @@ def test_torchrun_job_plans_the_distributed_launch_line(tmp_path):
     assert prep.spec.launch.launcher == "torchrun" and prep.spec.launch.nproc_per_node == 2
 
 
-def test_ignore_rules_follow_gitignore_semantics():
-    pats = ["*.log", "build/", "/top.txt", "!keep.log", "docs/**/*.tmp"]
-    assert _ignored("a/b/x.log", False, pats) and not _ignored("a/keep.log", False, pats)
-    assert _ignored("build", True, pats) and not _ignored("build", False, pats)
-    assert _ignored("top.txt", False, pats) and not _ignored("sub/top.txt", False, pats)
-    assert _ignored("docs/a/b/x.tmp", False, pats) and not _ignored("src/x.tmp", False, pats)
+def test_ignore_rules_follow_gitignore_semantics(tmp_path):
+    """What the project layer holds (project_files) follows .gitignore: globs at any depth, a negation, a trailing
+    slash for directories only, a leading slash anchored at the top, ``**``."""
+    proj = tmp_path / "proj"
+    files = ["a/b/x.log", "a/keep.log", "build/out.bin", "sub/build", "top.txt", "sub/top.txt", "docs/a/b/x.tmp",
+             "src/x.tmp"]
+    for rel in files:
+        (proj / rel).parent.mkdir(parents=True, exist_ok=True)
+        (proj / rel).write_text(rel)
+    (proj / ".gitignore").write_text("*.log\nbuild/\n/top.txt\n!keep.log\ndocs/**/*.tmp\n")
+    kept = [rel for rel, _ in project_files(proj)]
+    assert kept == [".gitignore", "a/keep.log", "src/x.tmp", "sub/build", "sub/top.txt"]
 
 
 def test_project_tag_is_content_addressed_and_ignores_what_the_project_ignores(tmp_path):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from trainpod import storage
 from trainpod.errors import TrainpodError
 from trainpod.manifest import build_manifest, manifest_digest, write_manifest
+from trainpod.settings import Settings
 
 
 def tree(root: Path, n: int = 8) -> dict[str, bytes]:
@@ -30,7 +33,6 @@ def test_uri_parsing_and_joining():
     assert (loc.bucket, loc.prefix, loc.key("c/d"), str(loc)) == ("bucket", "a/b", "a/b/c/d", "s3://bucket/a/b")
     assert storage.parse_s3_uri("s3://bucket").key("x") == "x"
     assert storage.join_uri("s3://b/p/", "/step-00000001") == "s3://b/p/step-00000001"
-    assert storage._split_parent("s3://b/run/DONE") == ("s3://b/run", "DONE")
     with pytest.raises(TrainpodError, match="no bucket"):
         storage.parse_s3_uri("s3:///x")
     with pytest.raises(TrainpodError, match="unsupported storage URI"):
@@ -90,23 +92,63 @@ def test_hash_cache_is_keyed_by_stat_and_persisted(tmp_path):
     assert reloaded.sha256(f) != first
 
 
-def test_error_mapping_names_bucket_and_setting():
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+def test_single_objects_land_next_to_their_siblings_and_a_bucket_is_no_object(tmp_path):
+    run = tmp_path / "run"
+    storage.write_bytes(str(run / "DONE"), b"run-1\n")
+    assert storage.read_bytes(str(run / "DONE")) == b"run-1\n" and storage.exists(str(run / "DONE"))
+    assert storage.open_store(str(run)).list() == {"DONE": 6}  # in the parent, under its own name
+    with pytest.raises(TrainpodError, match="names a bucket, not an object"):
+        storage.write_bytes("s3://just-a-bucket", b"x")
 
-    def client_error(code: str, status: int) -> ClientError:
-        return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                           "PutObject")
 
-    cases = {
-        client_error("NoSuchBucket", 404): ("does not exist", "AWS_ENDPOINT_URL"),
-        client_error("AccessDenied", 403): ("access denied", "AWS_ACCESS_KEY_ID"),
-        client_error("InvalidAccessKeyId", 403): ("credentials rejected", "AWS_SECRET_ACCESS_KEY"),
-        EndpointConnectionError(endpoint_url="http://127.0.0.1:9"): ("cannot reach", "TRAINPOD_S3_ENDPOINT_URL"),
-        NoCredentialsError(): ("no AWS credentials", "AWS_ACCESS_KEY_ID"),
-    }
-    for exc, (msg, setting) in cases.items():
-        err = storage._translate(exc, "my-bucket", "uploading")
-        assert err is not None and msg in err.message and "my-bucket" in err.message and setting in err.hint
+class _S3Errors(http.server.BaseHTTPRequestHandler):
+    """A loopback S3 endpoint that answers every request to bucket NAME with the error NAME stands for."""
+
+    ANSWERS = {"missing": (404, "NoSuchBucket"), "denied": (403, "AccessDenied"), "badkey": (403, "InvalidAccessKeyId")}
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        status, code = self.ANSWERS[self.path.lstrip("/").split("/")[0]]
+        body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = do_POST = _answer
+
+
+@pytest.fixture
+def s3_errors():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _S3Errors)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_s3_errors_name_the_bucket_and_the_setting_to_check(s3_errors, monkeypatch):
+    """What S3 answers (or that nothing answers) becomes one message naming the bucket and a hint naming the
+    setting to check, through the public calls (an upload here)."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    keys = {"aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": "s3cr3t-example"}
+    cases = [
+        (s3_errors, "missing", "does not exist", "AWS_ENDPOINT_URL"),
+        (s3_errors, "denied", "access denied", "AWS_ACCESS_KEY_ID"),
+        (s3_errors, "badkey", "credentials rejected", "AWS_SECRET_ACCESS_KEY"),
+        ("http://127.0.0.1:9", "unreachable", "cannot reach", "TRAINPOD_S3_ENDPOINT_URL"),  # discard port
+    ]
+    for endpoint, bucket, message, setting in cases:
+        settings = Settings(s3_endpoint_url=endpoint, aws_region="us-east-1", **keys)
+        with pytest.raises(TrainpodError) as err:
+            storage.write_bytes(f"s3://{bucket}/run/DONE", b"x", settings)
+        assert message in err.value.message and bucket in err.value.message and setting in err.value.hint, err.value
 
 
 def test_uploader_refuses_unfinished_checkpoints(tmp_path):
