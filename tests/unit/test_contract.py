@@ -35,7 +35,7 @@ def test_exit_code_maps_to_one_state(code, done, cancelled, resumable, state):
 
 # Contract facts that only trainpod.contract may spell out (settings.py reads the standard secret names as aliases).
 FACTS = ['"TRAINPOD_RUN_SPEC"', '"TRAINPOD_OUTPUT_DIR"', '"TRAINPOD_DATA_DIR"', '"TRAINPOD_RESUME_DIR"',
-         '"TRAINPOD_PREVIOUS_OUTPUT"', '"TRAINPOD_STOP_GRACE_SECONDS"', '"POD_EXIT"', '"DONE"', '"/output"',
+         '"TRAINPOD_PREVIOUS_OUTPUT"', '"TRAINPOD_STOP_GRACE_SECONDS"', '"POD_EXIT"', '"POD_STUCK"', '"DONE"', '"/output"',
          '"/data"', '"/previous"', '"/opt/project"', '"AWS_SECRET_ACCESS_KEY"', '"TRAINPOD_S3_ENDPOINT_URL"',
          '"AWS_DEFAULT_REGION"']
 

@@ -173,10 +173,10 @@ def test_a_custom_jobs_session_covers_its_data_and_its_mirror(tmp_path, monkeypa
                                                    extra={"previous_output": "s3://team-bucket/trainpod/runs/stage1"}))
     scope = credentials.run_scope(prep.spec)
     assert scope.reads == ("s3://team-bucket/datasets/xy", "s3://team-bucket/trainpod/runs/stage1")
-    assert scope.writes == (prep.spec.job.sync_uri,)
+    assert scope.writes == (prep.spec.workload.sync_uri,)
     assert prep.plan.secret_env[:3] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
     (session,) = {c["scope"] for c in prep.plan.credentials if c["kind"] == "sts-session"}
-    assert f"read/write/delete {prep.spec.job.sync_uri}/" in session and "read s3://team-bucket/datasets/xy/" in session
+    assert f"read/write/delete {prep.spec.workload.sync_uri}/" in session and "read s3://team-bucket/datasets/xy/" in session
 
 
 def test_sts_endpoint_follows_an_s3_compatible_endpoint_but_not_an_aws_one():

@@ -49,6 +49,7 @@ from trainpod.contract import (
     EXIT_OK,
     POD_EXIT,
     POD_OUTPUT,
+    POD_STUCK,
     PROJECT_TARGET,
     STATUS_JSON,
     WORKSPACE,
@@ -81,7 +82,7 @@ def pod_command(spec: RunSpec) -> tuple[list[str], dict[str, str]]:
 
 POD_NAME_PREFIX = "trainpod-"
 VOLUME_MOUNT = WORKSPACE
-STUCK_MARKER = "POD_STUCK"  # left in the output by a pod that could not terminate itself (trainpod.podside)
+STUCK_MARKER = POD_STUCK  # left in the output by a pod that could not terminate itself (the pod supervisor)
 
 ASSUMED_MFU = 0.3  # of the hardware table's peak_tflops (dense bf16 per GPU), for the duration heuristic only
 STARTUP_HOURS = 10 / 60  # image pull + model download + dataset sync, before the first step
