@@ -117,7 +117,7 @@ def test_runpod_job_plan_runs_the_project_image_under_the_pod_supervisor(tmp_pat
 
 
 def test_pod_supervisor_reads_a_job_spec_its_limits_and_its_done_marker_in_the_mirror(tmp_path, monkeypatch):
-    """podside on a job's pod: the spec is a JobRunSpec, the watchdog uses the job's limits, and DONE/POD_EXIT live
+    """podside on a job's pod: the spec runs a command workload, the watchdog uses the job's limits, and DONE/POD_EXIT live
     in the job's mirror (the spec's own output is pod-local scratch that a restarted container no longer has)."""
     from trainpod.pod.supervisor import Supervisor, TrainpodStorage, deadline_for, load_spec
 
