@@ -273,6 +273,43 @@ def test_following_cli_terminates_a_pod_whose_watchdog_did_not_act(backend, s3, 
     assert backend.status(RunRegistry(settings.state_path).get(spec.run_id)).state == "cancelled"
 
 
+def test_a_log_stream_that_never_ends_does_not_starve_the_backstop(backend, s3, fake_runpod):
+    """RunPod may keep a pod's SSE stream open for as long as the pod talks: the follower still checks the
+    run's limits every ``recheck_s`` (resuming the stream with Last-Event-ID), so an overdue pod is ended."""
+    import threading
+    import time
+
+    fake_runpod.sse_max_s = 600.0  # the stream would stay open for ten minutes
+    backend.recheck_s = 0.5
+    cfg = load_catalog(use_cwd=False).resolve("oracle-rauru-cloud", {"max_runtime_minutes": 0.01})
+    spec = RunSpec(run_id="rp-chatty-20260101-000000-abc123", created="2026-01-01T00:00:00+00:00", remote="runpod",
+                   config=cfg, image="registry.local/trainpod:cuda-0123456789ab", stop_grace_seconds=0.5,
+                   storage=StorageURIs(dataset=cfg.dataset.path, output=s3.uri("runs/chatty")))
+    settings = load_settings(storage_uri=s3.uri())
+    handle = backend.submit(backend.plan(spec, settings), settings)
+    pod = fake_runpod.pods[handle.provider_id]
+    stop = threading.Event()
+
+    def chatter() -> None:
+        i = 0
+        while not stop.is_set():
+            pod.log("container", f"line {i}")
+            i += 1
+            time.sleep(0.05)
+
+    threading.Thread(target=chatter, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        lines = list(backend.logs(handle, follow=True))
+    finally:
+        stop.set()
+    assert time.monotonic() - t0 < 60
+    assert any("max_runtime_minutes=0.01 passed" in line for line in lines)
+    assert pod.status == "TERMINATED"
+    numbers = [int(line.split()[1]) for line in lines if line.startswith("line ")]
+    assert numbers == sorted(set(numbers)) and len(numbers) > 10  # resumed: nothing lost or shown twice
+
+
 def _follow(backend, handle, settings) -> list[str]:
     from trainpod.launcher import Follow
 

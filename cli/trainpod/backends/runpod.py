@@ -677,6 +677,7 @@ class RunPodBackend(BackendBase):
         yield from self._s3_log(handle, follow)
 
     log_tail = 1000  # lines of backlog a follower starts with
+    recheck_s = 30.0  # a follower checks the run's state and limits at least this often while the log streams
 
     def _follow_pod(self, handle: RunHandle) -> Iterator[str]:
         from trainpod.backends.base import TERMINAL_STATES
@@ -687,14 +688,20 @@ class RunPodBackend(BackendBase):
         cursor: str | None = None
         assert handle.provider_id is not None
         while True:
+            checked = time.monotonic()
+            stream = api.logs(handle.provider_id, tail=self.log_tail, last_event_id=cursor,
+                              timeout_s=max(60.0, 4 * self.poll_s))
             try:
-                for event in api.logs(handle.provider_id, tail=self.log_tail, last_event_id=cursor,
-                                      timeout_s=max(60.0, 4 * self.poll_s)):
+                for event in stream:
                     cursor = event.id or cursor
                     yield event.line if event.source == "container" else f"[runpod] {event.line}"
+                    if time.monotonic() - checked >= self.recheck_s:
+                        break  # a stream that never ends must not starve the backstop: check, then resume
             except PodNotFoundError:
                 if cursor is None:
                     raise  # never saw the pod's log: the S3 log has the run's output
+            finally:
+                stream.close()
             status = self.status(handle)
             if status.state in TERMINAL_STATES + ("unknown", "preempted"):
                 return
