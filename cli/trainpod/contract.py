@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from trainpod.settings import Settings
+from typing import Literal, Protocol
 
 # ---------------------------------------------------------------------------------------------- exit codes
 EXIT_OK = 0
@@ -169,7 +166,15 @@ def secret_env_values(names: list[str], secrets: Mapping[str, str]) -> dict[str,
     return {name: secrets[by_env[name]] for name in names if by_env.get(name) in secrets}
 
 
-def s3_env(settings: Settings, *, key_id: bool = True) -> dict[str, str]:
+class S3Endpoint(Protocol):
+    """The S3 settings a container is told about (``trainpod.settings.Settings`` has them)."""
+
+    s3_endpoint_url: str | None
+    aws_region: str | None
+    aws_access_key_id: str | None
+
+
+def s3_env(settings: S3Endpoint, *, key_id: bool = True) -> dict[str, str]:
     """S3 location settings as a container's environment (non-secret; the secret key travels separately).
 
     The standard AWS names: boto3 inside the image and a custom job's own S3 code both read them, and
