@@ -10,16 +10,30 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trainpod.backends.base import RunHandle
 from trainpod.errors import TrainpodError, available, did_you_mean
 from trainpod.manifest import atomic_write_bytes
 
 if TYPE_CHECKING:
     pass
+
+
+class RunHandle(BaseModel):
+    """What the run registry keeps to find a run again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    backend: str
+    preset: str
+    provider_id: str | None = None  # pid, container id, pod id
+    output: str
+    created: str
+    extra: dict[str, Any] = Field(default_factory=dict)
+
 
 
 class RunRegistry:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainpod.contract import TERMINAL_STATES as TERMINAL_STATES  # re-exported: backends speak of run states
 from trainpod.contract import RunState
 from trainpod.redact import REDACTED
+from trainpod.runs import RunHandle as RunHandle  # re-exported: the handle every backend returns
 from trainpod.settings import Settings
 from trainpod.spec import RunSpec
 
@@ -54,20 +55,6 @@ class LaunchPlan(BaseModel):
         data["env"] = {**self.env, **{k: REDACTED for k in self.secret_env}}
         data["spec"] = self.spec.model_dump(mode="json")
         return data
-
-
-class RunHandle(BaseModel):
-    """What the run registry keeps to find a run again."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: str
-    backend: str
-    preset: str
-    provider_id: str | None = None  # pid, container id, pod id
-    output: str
-    created: str
-    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunStatus(BaseModel):
