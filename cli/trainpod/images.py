@@ -45,9 +45,13 @@ IMAGES_DIR = REPO_ROOT / "images"
 LOCK_FILE = IMAGES_DIR / "requirements.lock"
 # What the container needs: the trainer's deps and S3 access. The launcher-only SDKs (docker, runpod) stay out.
 IMAGE_EXTRAS = ("train", "s3")
-# Local base image bootstrapped by scripts/docker-up.sh; CI on GitHub overrides it with python:3.11-slim.
-DEFAULT_CPU_BASE = "trainpod/base:bookworm"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# Local base image bootstrapped by scripts/docker-up.sh (Debian + Python), for CPU and CUDA images alike: PyPI's
+# torch wheels for Linux bring the CUDA runtime as nvidia-* wheels, so a CUDA image needs no nvidia/cuda base.
+# CI on GitHub overrides it with python:3.11-slim.
+DEFAULT_CPU_BASE = DEFAULT_BASE = "trainpod/base:bookworm"
+CUDA_LOCK_FILE = IMAGES_DIR / "requirements.cuda.lock"
+# What only the CUDA image adds (DeepSpeed, whose fused/CPU Adam ops are compiled into it).
+CUDA_EXTRAS = ("deepspeed",)
 # Source trees copied into the image (relative to the repo root) and what never goes in.
 SOURCE_ROOTS = ("pyproject.toml", "README.md", "cli/trainpod", "trainer/trainpod_trainer", "profiles")
 _EXCLUDE_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".git"}
@@ -94,14 +98,9 @@ class ImagePlan(_BuildPlan):
 
 
 # --------------------------------------------------------------------------------------------- the lock
-def derive_lock(extras: tuple[str, ...] = IMAGE_EXTRAS, root: Path = REPO_ROOT) -> str:
-    """A fully pinned requirements file for the image, derived from pyproject + the tested environment.
-
-    Walks the dependency closure of ``trainpod[extras]`` through the installed distributions' metadata
-    (markers evaluated for the image: Linux, this Python), pinning each to the version installed here — the
-    versions the test suite ran against. torch is left out: the Dockerfiles install the right torch build
-    (CPU wheel / CUDA index) in its own layer first. Regenerate with ``python -m trainpod.images lock``.
-    """
+def _closure(extras: tuple[str, ...], root: Path, *, with_base: bool = True) -> dict[str, str]:
+    """``{name: installed version}`` for the dependency closure of ``trainpod[extras]`` (markers evaluated for the
+    image: Linux, this Python), torch included."""
     import importlib.metadata as md
 
     import tomllib  # py3.11+; only used when regenerating the lock
@@ -113,41 +112,62 @@ def derive_lock(extras: tuple[str, ...] = IMAGE_EXTRAS, root: Path = REPO_ROOT) 
     env = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}
 
     pins: dict[str, str] = {}
-    todo: list[tuple[Requirement, str]] = [(Requirement(r), "") for r in project["dependencies"]]
+    todo: list[Requirement] = [Requirement(r) for r in project["dependencies"]] if with_base else []
     for extra in extras:
-        todo += [(Requirement(r), "") for r in optional[extra]]
+        todo += [Requirement(r) for r in optional[extra]]
     while todo:
-        req, extra = todo.pop()
-        if req.marker and not req.marker.evaluate({**env, "extra": extra}):
+        req = todo.pop()
+        if req.marker and not req.marker.evaluate({**env, "extra": ""}):
             continue
         name = canonicalize_name(req.name)
         if name == "trainpod":  # self-references such as trainpod[s3]
             for sub in req.extras:
-                todo += [(Requirement(r), "") for r in optional[sub]]
+                todo += [Requirement(r) for r in optional[sub]]
             continue
-        if name in pins or name == "torch":
-            if name == "torch":
-                pins.setdefault("torch", md.version("torch").split("+")[0])
-                todo += [(Requirement(r), "") for r in md.requires("torch") or []]
+        if name in pins:
             continue
         try:
-            pins[name] = md.version(req.name)
+            pins[name] = md.version(req.name).split("+")[0]
         except md.PackageNotFoundError:
             raise ConfigError(f"cannot derive the image lock: '{req.name}' is not installed here",
-                              "install the dev extras (pip install -e .[dev]) and regenerate") from None
+                              "install the dev and deepspeed extras (pip install -e .[dev,deepspeed]) and "
+                              "regenerate") from None
         for sub in md.requires(req.name) or []:
             sreq = Requirement(sub)
             wanted = [e for e in req.extras] or [""]
             if not sreq.marker or any(sreq.marker.evaluate({**env, "extra": e}) for e in wanted):
-                todo.append((Requirement(str(sreq).split(";")[0]), ""))
+                todo.append(Requirement(str(sreq).split(";")[0]))
+    return pins
+
+
+def derive_lock(extras: tuple[str, ...] = IMAGE_EXTRAS, root: Path = REPO_ROOT) -> str:
+    """A fully pinned requirements file for the image, derived from pyproject + the tested environment.
+
+    Walks the dependency closure of ``trainpod[extras]`` through the installed distributions' metadata
+    (markers evaluated for the image: Linux, this Python), pinning each to the version installed here — the
+    versions the test suite ran against. torch is left out: the Dockerfiles install the right torch build
+    (CPU wheel / CUDA build) in its own layer first. Regenerate with ``python -m trainpod.images lock``.
+    """
+    pins = _closure(extras, root)
     torch_version = pins.pop("torch")
     lines = [
         "# Generated by `python -m trainpod.images lock` from pyproject.toml extras "
         f"{list(extras)} and the tested environment.",
-        f"# torch=={torch_version} is installed by the Dockerfile from the CPU wheel or the CUDA index.",
+        f"# torch=={torch_version} is installed by the Dockerfile first (the CPU wheel, or the CUDA build).",
         f"# torch-version: {torch_version}",
     ]
     lines += [f"{name}=={version}" for name, version in sorted(pins.items())]
+    return "\n".join(lines) + "\n"
+
+
+def derive_cuda_lock(root: Path = REPO_ROOT) -> str:
+    """What the CUDA image installs on top of :func:`derive_lock`'s pins: DeepSpeed and what it alone needs."""
+    base = _closure(IMAGE_EXTRAS, root)
+    extra = {k: v for k, v in _closure(CUDA_EXTRAS, root, with_base=False).items() if k not in base}
+    lines = ["# Generated by `python -m trainpod.images lock`: the CUDA image's additions to requirements.lock "
+             f"(extras {list(CUDA_EXTRAS)}).",
+             "# DeepSpeed is built from source in the image with its fused Adam and CPU Adam ops compiled in."]
+    lines += [f"{name}=={version}" for name, version in sorted(extra.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -194,6 +214,146 @@ def _default_ca_bundle() -> str | None:
 def _default_wheelhouse() -> str | None:
     val = os.environ.get("TRAINPOD_BUILD_WHEELHOUSE") or os.environ.get("PIP_FIND_LINKS")
     return val if val and Path(val).is_dir() else None
+
+
+class PipSources(BaseModel):
+    """Where the build's pip fetches packages: this machine's own pip configuration (``pip config list``: files
+    and ``PIP_*`` variables), or the ``TRAINPOD_BUILD_*`` settings, which replace it. Never a built-in host.
+
+    Remote indexes/find-links reach the build as build args (the builder stage writes them into its own
+    ``/etc/pip.conf``, which the final image does not copy). Local ones (a ``find-links`` directory, a
+    ``file://`` index) cannot be seen from inside a build: the wheels the image needs are copied from them into
+    the context's ``build/wheels``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    origin: str = Field(description="'settings' (TRAINPOD_BUILD_*) or 'pip config'")
+    index_url: str | None = None
+    extra_index_urls: list[str] = Field(default_factory=list)
+    find_links: list[str] = Field(default_factory=list, description="remote find-links URLs")
+    local: list[str] = Field(default_factory=list, description="local wheel dirs / file:// indexes")
+    cert: str | None = None
+
+    def build_args(self) -> dict[str, str]:
+        return {"INDEX_URL": self.index_url or "", "EXTRA_INDEX_URLS": " ".join(self.extra_index_urls),
+                "FIND_LINKS": " ".join(self.find_links)}
+
+
+def pip_config() -> dict[str, str]:
+    """``pip config list`` of the Python running trainpod, as ``{option: value}`` with pip's precedence
+    (``PIP_*`` variables > ``[install]`` > ``[global]``). Empty when pip is missing or fails."""
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    rank = {"global": 0, "install": 1, ":env:": 2}
+    best: dict[str, tuple[int, str]] = {}
+    for line in out.splitlines():
+        m = re.match(r"^([^.=]+)\.([a-z0-9-]+)='(.*)'$", line.strip())
+        if not m or m.group(1) not in rank:
+            continue
+        r = rank[m.group(1)]
+        if m.group(2) not in best or best[m.group(2)][0] <= r:
+            best[m.group(2)] = (r, m.group(3))
+    return {k: v for k, (_, v) in best.items()}
+
+
+def _local_path(url: str) -> str | None:
+    """The directory a ``file://`` URL or plain path names (None for a remote URL)."""
+    from urllib.parse import unquote, urlparse
+
+    if url.startswith("file:"):
+        return unquote(urlparse(url).path)
+    return None if re.match(r"^[a-z][a-z0-9+.-]*://", url, re.I) else url
+
+
+def pip_sources(settings: Settings | None = None) -> PipSources:
+    """Where the image build fetches packages from (see :class:`PipSources`)."""
+    settings = settings or Settings()
+    if settings.build_index_url or settings.build_extra_index_urls or settings.build_find_links:
+        origin, index = "settings", settings.build_index_url
+        extra = (settings.build_extra_index_urls or "").split()
+        links = (settings.build_find_links or "").split()
+        cert = None
+    else:
+        conf = pip_config()
+        origin, index = "pip config", conf.get("index-url")
+        extra, links = conf.get("extra-index-url", "").split(), conf.get("find-links", "").split()
+        cert = conf.get("cert")
+    local: list[str] = []
+    remote_extra: list[str] = []
+    if index and _local_path(index) is not None:
+        local.append(_local_path(index) or "")
+        index = None
+    for url in extra:
+        (local.append(_local_path(url) or "") if _local_path(url) is not None else remote_extra.append(url))
+    remote_links = [u for u in links if _local_path(u) is None]
+    local = [p for p in [*(_local_path(u) or "" for u in links if _local_path(u) is not None), *local]
+             if p and Path(p).is_dir()]
+    return PipSources(origin=origin, index_url=index, extra_index_urls=remote_extra, find_links=remote_links,
+                      local=list(dict.fromkeys(local)), cert=cert if cert and Path(cert).is_file() else None)
+
+
+def _image_tags() -> set[Any]:
+    """Wheel tags the images' Python can install: CPython 3.11 on glibc 2.36 (Debian bookworm), this arch."""
+    import platform
+
+    from packaging import tags
+
+    arch = platform.machine()
+    plats = [f"manylinux_2_{m}_{arch}" for m in range(36, 4, -1)]
+    plats += [f"manylinux2014_{arch}", f"manylinux2010_{arch}", f"manylinux1_{arch}", f"linux_{arch}"]
+    return set(tags.cpython_tags((3, 11), platforms=plats)) | set(tags.compatible_tags((3, 11), "cp311", plats))
+
+
+def _wheel_candidates(source: Path, name: str) -> list[Path]:
+    """Wheel files for ``name`` in a flat directory (find-links) or a PEP 503 simple index on disk."""
+    from packaging.utils import canonicalize_name
+
+    flat = [w for w in source.glob("*.whl") if canonicalize_name(w.name.split("-")[0]) == name]
+    page = source / name / "index.html"
+    if page.is_file():
+        for href in re.findall(r'href="([^"#]+)', page.read_text(encoding="utf-8", errors="replace")):
+            target = (page.parent / _local_path(href)).resolve() if _local_path(href) is not None else None
+            if target is not None and target.suffix == ".whl" and target.is_file():
+                flat.append(target)
+    return flat
+
+
+def resolve_wheelhouse(pins: dict[str, str], sources: Iterable[str], *, flavor: str) -> list[Path]:
+    """The wheels, from local ``sources`` (in order), that install ``pins`` ({name: version}) in the image.
+
+    torch: a CPU image takes a ``+cpu`` (or unlabelled) wheel; a CUDA image never takes a ``+cpu`` one — a find-links
+    directory holding the CPU wheel must not turn the CUDA image into a CPU one (``torch==2.13.0`` matches
+    ``2.13.0+cpu``), so without a local CUDA wheel torch comes from the index."""
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.version import Version
+
+    supported = _image_tags()
+    found: dict[str, Path] = {}
+    for src in sources:
+        root = Path(src)
+        for name, version in pins.items():
+            name = canonicalize_name(name)
+            if name in found:
+                continue
+            for wheel in sorted(_wheel_candidates(root, name)):
+                try:
+                    _, ver, _, wtags = parse_wheel_filename(wheel.name)
+                except InvalidWheelFilename:
+                    continue
+                if Version(ver.public) != Version(version) or not (set(wtags) & supported):
+                    continue
+                local = ver.local or ""
+                if name == "torch" and (local.startswith("cu") if flavor == "cpu" else local == "cpu"):
+                    continue
+                found[name] = wheel
+                break
+    return [found[n] for n in sorted(found)]
 
 
 def _fetch_helpers(ca_bundle: str | None, wheelhouse: str | None) -> tuple[str | None, str | None]:
@@ -268,28 +428,31 @@ def image_plan(
     lock_text = lock_path.read_text(encoding="utf-8")
     tv = torch_version(lock_text)
 
+    base = base_image or settings.base_image or hardware.base_image or DEFAULT_BASE
+    # torch_index_url (the profile's) changes which torch build goes in: part of the content hash
+    args = {"BASE_IMAGE": base, "TORCH_VERSION": tv, "TORCH_INDEX_URL": hardware.torch_index_url or ""}
     if flavor == "cuda":
-        cuda = hardware.cuda_version or ""
-        base = base_image or settings.base_image or hardware.base_image or f"nvidia/cuda:{cuda}.1-runtime-ubuntu22.04"
-        index = hardware.torch_index_url or f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}"
-        args = {
-            "BASE_IMAGE": base,
-            "TORCH_VERSION": tv,
-            "TORCH_INDEX_URL": index,
+        args |= {
             "TORCH_CUDA_ARCH_LIST": hardware.cuda_arch_list or "",
-            "CUDA_VERSION": cuda,
+            "CUDA_VERSION": hardware.cuda_version or "",
             "HARDWARE_ENV": hardware_env_arg(hardware_name, hardware.env),
         }
     else:
-        base = base_image or settings.base_image or hardware.base_image or DEFAULT_CPU_BASE
-        args = {"BASE_IMAGE": base, "TORCH_VERSION": tv, "TORCH_INDEX_URL": hardware.torch_index_url or TORCH_CPU_INDEX,
-                "CUDA_VERSION": ""}
+        args["CUDA_VERSION"] = ""
     args |= {"TRAINPOD_VERSION": __version__, "HARDWARE": hardware_name}
 
-    ca, house = _fetch_helpers(ca_bundle, wheelhouse)
-    wheels = sorted(p.name for p in Path(house).glob("*.whl")) if house else []
+    sources = pip_sources(settings)
+    ca, _ = _fetch_helpers(ca_bundle if ca_bundle is not None else (settings.build_ca_bundle or sources.cert), "")
+    # --wheelhouse DIR: that directory alone ("" = none); else TRAINPOD_BUILD_WHEELHOUSE, then pip's local sources
+    if wheelhouse is not None:
+        local = [wheelhouse] if wheelhouse else []
+    else:
+        local = [settings.build_wheelhouse] if settings.build_wheelhouse else []
+        local += sources.local
+    pins = _lock_pins(root, flavor) | {"torch": tv}
+    wheels = resolve_wheelhouse(pins, local, flavor=flavor)
 
-    files = _context_entries(root, flavor, ca, house, wheels)
+    files = _context_entries(root, flavor, ca, wheels)
     context_hashes[f"hardware:{hardware_name}"] += 1
     digest = hashlib.sha256()
     digest.update(f"trainpod-image-v1\0{flavor}\0".encode())
@@ -301,8 +464,10 @@ def image_plan(
         digest.update(f"file\0{name}\0".encode())
         digest.update(os.readlink(source).encode() if source.is_symlink() else source.read_bytes())
     # which torch wheel the wheelhouse offers does change the image
-    digest.update("\0".join(w for w in wheels if w.startswith("torch-")).encode())
+    digest.update("\0".join(w.name for w in wheels if w.name.startswith("torch-")).encode())
     content_hash = digest.hexdigest()
+    # how packages are fetched (indexes, find-links): not content
+    args |= sources.build_args()
     # the commit is a label, not content: two commits with the same tree share one image
     args["GIT_COMMIT"] = git_commit(root) or ""
     args["CONTENT_HASH"] = content_hash
@@ -317,12 +482,25 @@ def image_plan(
         build_args=args,
         context_files=sorted(name for name, _ in files),
         ca_bundle=ca,
-        wheelhouse=[str(Path(house) / w) for w in wheels] if house else [],
+        wheelhouse=[str(w) for w in wheels],
         root=str(root),
     )
 
 
-def _context_entries(root: Path, flavor: str, ca: str | None, house: str | None, wheels: list[str]) -> list[tuple[str, Path]]:
+def _lock_pins(root: Path, flavor: str) -> dict[str, str]:
+    """``{name: version}`` of the image's lock files (the CUDA image adds requirements.cuda.lock)."""
+    pins: dict[str, str] = {}
+    for lock in ("requirements.lock", "requirements.cuda.lock") if flavor == "cuda" else ("requirements.lock",):
+        path = root / "images" / lock
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                name, sep, version = line.split("#")[0].strip().partition("==")
+                if sep:
+                    pins[name.strip()] = version.strip()
+    return pins
+
+
+def _context_entries(root: Path, flavor: str, ca: str | None, wheels: list[Path]) -> list[tuple[str, Path]]:
     images = root / "images"
     entries = [
         ("Dockerfile", images / f"Dockerfile.{flavor}"),
@@ -330,21 +508,19 @@ def _context_entries(root: Path, flavor: str, ca: str | None, house: str | None,
         ("healthcheck.sh", images / "healthcheck.sh"),
         ("requirements.lock", images / "requirements.lock"),
     ]
+    if flavor == "cuda":
+        entries.append(("requirements.cuda.lock", images / "requirements.cuda.lock"))
     entries = [(n, p) for n, p in entries if p.is_file()]
     entries += list(_source_files(root))
     if ca:
         entries.append(("build/ca/ca-bundle.crt", Path(ca)))
-    if house:
-        # only torch wheels: the rest comes from the index pinned by the lock
-        entries += [(f"build/wheels/{w}", Path(house) / w) for w in wheels if w.startswith("torch-")]
+    entries += [(f"build/wheels/{w.name}", w) for w in wheels]
     return sorted(entries)
 
 
 def write_context(plan: ImagePlan, out: IO[bytes]) -> int:
     """Write the deterministic build context tar (fixed mtimes/owners, sorted) to ``out``; returns bytes."""
-    entries = _context_entries(Path(plan.root), plan.flavor, plan.ca_bundle,
-                               str(Path(plan.wheelhouse[0]).parent) if plan.wheelhouse else None,
-                               [Path(w).name for w in plan.wheelhouse])
+    entries = _context_entries(Path(plan.root), plan.flavor, plan.ca_bundle, [Path(w) for w in plan.wheelhouse])
     return _write_tar(out, entries)
 
 
@@ -729,7 +905,8 @@ def _main(argv: list[str]) -> int:
     from trainpod.manifest import atomic_write_bytes
 
     atomic_write_bytes(LOCK_FILE, derive_lock().encode())
-    print(f"wrote {LOCK_FILE}")
+    atomic_write_bytes(CUDA_LOCK_FILE, derive_cuda_lock().encode())
+    print(f"wrote {LOCK_FILE} and {CUDA_LOCK_FILE}")
     return 0
 
 

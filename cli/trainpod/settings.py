@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     registry_pull_username: str | None = None
     registry_pull_password: SecretStr | None = None
     base_image: str | None = None
+    # where image builds fetch packages; when any is set, pip's own configuration is not read (images.pip_sources)
+    build_index_url: str | None = None
+    build_extra_index_urls: str | None = Field(default=None, description="space-separated index URLs")
+    build_find_links: str | None = Field(default=None, description="space-separated wheel dirs or URLs")
+    build_ca_bundle: str | None = None
+    build_wheelhouse: str | None = None
     # multi-node rendezvous (torchrun c10d): the address every node reaches node 0 at
     master_addr: str = "127.0.0.1"
     # S3

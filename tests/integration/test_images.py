@@ -152,7 +152,10 @@ def test_build_cli_dry_run_touches_no_engine(monkeypatch, tmp_path) -> None:
     assert "src/trainer/trainpod_trainer/__main__.py" in plan["context_files"]
     result = CliRunner().invoke(cli, ["build", "--hardware", "cloud-2x-rtx-4090", "--dry-run", "--json"])
     plan = json.loads(result.output)["plan"]
-    assert plan["build_args"]["BASE_IMAGE"] == "nvidia/cuda:12.8.1-runtime-ubuntu22.04"
+    # the same bootstrapped Debian + Python base as the CPU image: torch's wheels bring the CUDA libraries
+    assert plan["build_args"]["BASE_IMAGE"] == images.DEFAULT_BASE
+    assert "requirements.cuda.lock" in plan["context_files"]
+    assert not [f for f in plan["context_files"] if f.startswith("build/wheels/torch-") and "+cpu" in f]
     assert plan["build_args"]["TORCH_CUDA_ARCH_LIST"] == "8.9"
     assert base64.b64decode(plan["build_args"]["HARDWARE_ENV"]).decode() == (
         "export NCCL_IB_DISABLE=1\nexport NCCL_P2P_DISABLE=1\n")

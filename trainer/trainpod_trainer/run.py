@@ -54,6 +54,11 @@ METADATA_FILE = "metadata.json"
 METADATA_SCHEMA_VERSION = 1  # metadata.json's layout; bump when a key changes meaning or moves
 SPEC_FILE = "run_spec.json"
 METRICS_FILE = "metrics.jsonl"  # under logs/: one line per optimizer step (a resumed run appends)
+# RunPod preempts a spot pod with SIGTERM, then SIGKILL about 5 s later (whatever stop_grace_seconds says).
+SPOT_GRACE_SECONDS = 5.0
+# A stop checkpoint is written only when (this x the last save's duration) fits in what is left of the grace;
+# else the last complete checkpoint stands (a half-written one is never picked: manifests go last).
+SAVE_SAFETY = 2.0
 
 
 class Stop(Exception):
@@ -159,6 +164,8 @@ class Run:
         self.checkpoints = self.output / "checkpoints"
         self.sink: Sink = sink_for(spec)
         self.stop_signal: str | None = None
+        self.stop_deadline: float | None = None  # monotonic time the stop grace after a signal runs out
+        self.grace = stop_grace(spec)
         self.started = time.monotonic()
         self.peak_mem_mb = 0.0
         self.tb: Any = None
@@ -167,8 +174,11 @@ class Run:
     # ------------------------------------------------------------------ signals
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
+            if self.stop_signal is None:
+                self.stop_deadline = time.monotonic() + self.grace
             self.stop_signal = signal.Signals(signum).name
-            log.warning("%s received: finishing the current step, then checkpointing", self.stop_signal)
+            log.warning("%s received: finishing the current step, then checkpointing if it fits in the %gs grace",
+                        self.stop_signal, self.grace)
 
         self.previous_handlers = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -530,8 +540,12 @@ def _train(run: Run, dist: Dist) -> int:
 
     last_saved = state.step if resume_from is not None else -1  # same value on every rank
 
+    last_saved_at = time.monotonic()  # the clock of checkpoint_every_minutes
+    save_seconds: float | None = None  # how long the last checkpoint took (local write; the upload is async)
+
     def save_checkpoint(st: ckpt.TrainerState, rng: dict[str, Any]) -> None:
-        nonlocal last_saved
+        nonlocal last_saved, last_saved_at, save_seconds
+        t0 = time.monotonic()
         path = run.checkpoints / checkpoint_name(st.step)
         if engine is not None:
             if dist.main:
@@ -543,7 +557,7 @@ def _train(run: Run, dist: Dist) -> int:
                 ckpt.finish(path, st, rng)
         elif dist.main:
             ckpt.save(path, model, optimizer, scheduler, st, rng, scaler)
-        last_saved = st.step
+        last_saved, last_saved_at, save_seconds = st.step, time.monotonic(), time.monotonic() - t0
         if dist.main:
             removed = run.sink.prune(run.checkpoints, hp.keep_checkpoints)
             log.info("checkpoint %s written%s", path.name,
@@ -675,9 +689,11 @@ def _train(run: Run, dist: Dist) -> int:
             late = bool(cfg.max_runtime_minutes) and time.monotonic() - run.started > cfg.max_runtime_minutes * 60
             # S3 refused the run's credentials (a pod's STS session expired): stop with a checkpoint kept locally
             refused = run.sink.stop_reason() if dist.main else None
-            # one collective for the stop reasons: any rank's reason stops all ranks at this step
-            mem_any, sig_any, late_any, refused_any = (v > 0 for v in all_sum(
-                dist, mem_stop is not None, run.stop_signal is not None, late, refused is not None))
+            every = hp.checkpoint_every_minutes * 60
+            due = bool(every) and dist.main and time.monotonic() - last_saved_at >= every  # rank 0's clock
+            # one collective for the stop reasons and the clock: any rank's reason stops all ranks at this step
+            mem_any, sig_any, late_any, refused_any, due_any = (v > 0 for v in all_sum(
+                dist, mem_stop is not None, run.stop_signal is not None, late, refused is not None, due))
             if mem_any:
                 raise mem_stop or Stop(exitcodes.MEMORY, f"memory guard tripped on another rank at step {state.step}")
             if sig_any:
@@ -690,11 +706,21 @@ def _train(run: Run, dist: Dist) -> int:
                            f"(stopped at step {state.step}, local checkpoints in {run.checkpoints})")
             if stop_early:
                 break
+            if due_any and state.step != last_saved and state.step < total:
+                save_checkpoint(state, rng_after)
     except Stop as stop:
         code, reason = stop.code, stop.reason
         rng = rng_before if rolled_back else ckpt.rng_state()
+        left = None if run.stop_deadline is None else run.stop_deadline - time.monotonic()
+        # after a signal, a checkpoint that cannot finish before SIGKILL is not started (rank 0's estimate)
+        fits = from_rank0(left is None or save_seconds is None or SAVE_SAFETY * save_seconds <= left, dist)
         if state.step > 0 and state.step != last_saved:
-            save_checkpoint(state, rng)
+            if fits:
+                save_checkpoint(state, rng)
+            else:
+                reason += (f"; no time for a new checkpoint in the {run.grace:g}s grace (the last one took "
+                           f"{save_seconds or 0:.1f}s): the last complete one stands")
+                state.step = max(last_saved, 0)
         if dist.main:
             where = f"complete checkpoint at step {state.step}" if state.step else "no checkpoint (step 0)"
             log.error("%s; %s; resume with `trainpod launch %s --resume %s`", reason, where, cfg.preset, spec.run_id)
@@ -773,8 +799,15 @@ def _any_rank(flag: bool, dist: Dist) -> bool:
     return all_sum(dist, float(flag))[0] > 0
 
 
+def stop_grace(spec: RunSpec) -> float:
+    """Seconds between SIGTERM and SIGKILL: the spec's ``stop_grace_seconds``, at most RunPod's ~5 s for spot."""
+    grace = spec.stop_grace_seconds
+    return min(grace, SPOT_GRACE_SECONDS) if spec.config.spot else grace
+
+
 def _close(run: Run) -> None:
-    run.sink.close()  # queued checkpoint uploads finish within stop_grace_seconds on every exit path
+    # queued checkpoint uploads finish within the stop grace on every exit path (what is left of it after a signal)
+    run.sink.close(None if run.stop_deadline is None else max(run.stop_deadline - time.monotonic(), 0.0))
     run.restore_signal_handlers()
     if run.tb is not None:
         run.tb.close()

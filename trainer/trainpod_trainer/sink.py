@@ -77,8 +77,9 @@ class Sink:
         """Asked after every step: a reason to stop after a checkpoint (the destination refuses writes), or None."""
         return None
 
-    def close(self) -> None:
-        """Every exit path (success, stop, crash): finish queued uploads within the grace period."""
+    def close(self, timeout: float | None = None) -> None:
+        """Every exit path (success, stop, crash): finish queued uploads within the grace period (``timeout``:
+        what is left of it after a signal; None: the spec's ``stop_grace_seconds``)."""
 
 
 class LocalSink(Sink):
@@ -187,23 +188,23 @@ class S3Sink(Sink):
         return (f"S3 refused the run's credentials ({refused}); the newest complete checkpoint in S3 is kept "
                 "and the local checkpoints stay in the work directory")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         if self.uploader is None or self.finished:
             return
-        self._finish_uploads(raise_errors=False)
+        self._finish_uploads(raise_errors=False, timeout=timeout)
         self._ship()  # the final status.json ("stopped"/"failed") and the log's last lines
 
     # ------------------------------------------------------------------ internals
-    def _finish_uploads(self, raise_errors: bool) -> None:
-        """Stop the shipper, then give queued checkpoint uploads up to ``stop_grace_seconds``."""
+    def _finish_uploads(self, raise_errors: bool, timeout: float | None = None) -> None:
+        """Stop the shipper, then give queued checkpoint uploads up to ``timeout`` (default: the stop grace)."""
         self._stop.set()
         self._wake.set()
         if self._shipper is not None:
             self._shipper.join()
-        grace = self.spec.stop_grace_seconds
+        grace = self.spec.stop_grace_seconds if timeout is None else timeout
         try:
             if not self.uploader.close(timeout=grace):
-                log.error("checkpoint uploads did not finish within stop_grace_seconds = %gs", grace)
+                log.error("checkpoint uploads did not finish within the %.1fs left of the stop grace", grace)
         except TrainpodError as exc:
             if raise_errors:
                 raise

@@ -185,6 +185,9 @@ class Hyperparameters(Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
     eval_steps: int = Field(default=50, ge=1)
     save_steps: int = Field(default=100, ge=1)
+    # also checkpoint on a clock: a preempted spot pod (SIGTERM, SIGKILL ~5 s later) loses at most this much
+    # work, however long a step or save_steps is. 0 = steps only.
+    checkpoint_every_minutes: float = Field(default=10.0, ge=0)
     logging_steps: int = Field(default=10, ge=1)
     early_stopping_patience: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
