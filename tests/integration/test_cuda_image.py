@@ -85,7 +85,10 @@ def test_cuda_image_imports_and_matches_the_profile(docker_env, cuda_image) -> N
     assert info["torch"].split("+")[0] == cuda_image.build_args["TORCH_VERSION"]
     assert info["cuda"], f"torch {info['torch']} in the CUDA image is a CPU build"
     floor = tuple(int(x) for x in hw.cuda_version.split("."))
-    assert tuple(int(x) for x in info["cuda"].split(".")) >= floor, (info["cuda"], hw.cuda_version)
+    built_for = tuple(int(x) for x in info["cuda"].split("."))
+    assert built_for >= floor, (info["cuda"], hw.cuda_version)
+    # pods are matched on the floor: a host whose driver offers just the floor must run this torch
+    assert built_for[:2] <= floor, f"torch needs CUDA {info['cuda']}, above the profile's floor {hw.cuda_version}"
     wanted = hw.cuda_arch_list.replace(";", " ").split()
     assert all(covers(a, info["arch_list"]) for a in wanted), (wanted, info["arch_list"])
     assert info["env_arch"] == hw.cuda_arch_list

@@ -48,7 +48,7 @@ def test_submit_rents_the_pod_with_secrets_filled_in_and_records_the_run(backend
     assert float(pod.env["TRAINPOD_CREDENTIALS_EXPIRE_AT"]) > 0
     assert RunSpec.from_json(pod.env["TRAINPOD_RUN_SPEC"]) == plan.spec
     assert pod.gpu_type_id == "NVIDIA GeForce RTX 4090" and pod.cloud_type == "COMMUNITY"
-    assert pod.request["gpu"]["minCudaVersion"] == "12.8" and pod.name.endswith("-a0") and pod.api == "v2"
+    assert pod.request["gpu"]["minCudaVersion"] == "13.0" and pod.name.endswith("-a0") and pod.api == "v2"
     saved = RunRegistry(settings.state_path).get(plan.run_id)
     assert saved.provider_id == pod.id and saved.extra["price_source"] == "RunPod REST v2 /v2/catalog/gpus"
     assert saved.extra["started"] and saved.extra["cost_per_hr"] == 0.34
@@ -164,7 +164,7 @@ def test_nothing_in_stock_for_the_cuda_floor_is_refused_before_renting(backend, 
     with pytest.raises(CapacityError, match="no GPU type is in stock") as info:
         backend.submit(plan, settings)
     assert "NVIDIA GeForce RTX 4090 (COMMUNITY)" in info.value.message and "NVIDIA RTX A6000 (COMMUNITY)" in info.value.message
-    assert "CUDA >= 12.8" in info.value.message and fake_runpod.pods == {}
+    assert "CUDA >= 13.0" in info.value.message and fake_runpod.pods == {}
 
 
 def test_insufficient_balance_stops_without_trying_fallbacks(backend, s3, fake_runpod):

@@ -52,7 +52,7 @@ def test_it_loads_unchanged_and_every_preset_resolves(tmp_path, monkeypatch):
     cloud = catalog.resolve("oracle-rauru-cloud")
     # a cuda profile without gpu_count is one GPU, packaged in the CUDA image
     assert cloud.hardware.gpu_count == 1 and cloud.world_size == 1
-    assert cloud.hardware.image == "cuda" and cloud.hardware.cuda_version == "12.8"
+    assert cloud.hardware.image == "cuda" and cloud.hardware.cuda_version == "13.0"
     assert cloud.precision == "bf16" and cloud.effective_batch_size == 16
     mac = catalog.resolve("oracle-rauru-mac")
     assert mac.hardware.gpu_count == 0 and mac.hardware.image == "none" and mac.precision == "fp16"

@@ -46,7 +46,7 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
         {"gpu_type_id": "NVIDIA GeForce RTX 4090", "cloud_type": "COMMUNITY"},
         {"gpu_type_id": "NVIDIA RTX A6000", "cloud_type": "COMMUNITY"},
     ]
-    assert req["cuda_floor"] == "12.8" and req["min_cuda_version"] == "12.8"
+    assert req["cuda_floor"] == "13.0" and req["min_cuda_version"] == "13.0"
     assert req["price_per_gpu_hour"] == 0.69 and req["price_source"].startswith("profile price_per_gpu_hour")
     assert req["expected_hours"] == 4.0
     assert plan.estimated_cost_usd == 2.76  # $0.69 x 1 GPU x 240 min
@@ -68,7 +68,7 @@ def test_dry_run_snapshot_oracle_rauru_cloud():
     assert Contract().errors("CreatePodRequest", body) == []
     assert body == {
         "name": f"trainpod-{RUN_ID}-a0", "image": IMAGE, "cloud": "COMMUNITY",
-        "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.8"}, "disk": 40,
+        "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "13.0"}, "disk": 40,
         "env": {**plan.env, **{n: "***" for n in plan.secret_env}},
         "args": "python -m trainpod.pod.supervisor -- python -m trainpod_trainer",
     }
@@ -99,7 +99,7 @@ def test_dry_run_snapshot_oracle_rauru_a100():
         {"gpu_type_id": "NVIDIA A100 80GB PCIe", "cloud_type": "SECURE"},
         {"gpu_type_id": "NVIDIA A100-SXM4-80GB", "cloud_type": "SECURE"},
     ]
-    assert req["cuda_floor"] == "12.8" and req["body"]["gpu"]["minCudaVersion"] == "12.8"
+    assert req["cuda_floor"] == "13.0" and req["body"]["gpu"]["minCudaVersion"] == "13.0"
     assert plan.estimated_cost_usd == 7.16  # $1.79 x 1 x 4 h, under max_cost_usd 12
     assert req["body"]["disk"] == 60
     assert plan.secret_env == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
@@ -120,7 +120,7 @@ def test_spot_bids_the_on_demand_price_and_uses_interruptable_on_the_legacy_grap
     assert "legacy" in req["legacy"] and "early 2027" in req["legacy"]
     assert any("legacy" in n and "2027" in n for n in plan.notes)
     assert req["bid_per_gpu"] == 0.69 and "bidPerGpu: 0.69" in req["graphql"]
-    assert req["allowed_cuda_versions"] == ["12.8", "12.9", "13.0"]
+    assert req["allowed_cuda_versions"] == ["13.0"]
     parse(req["graphql"])
 
 

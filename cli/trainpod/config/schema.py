@@ -29,7 +29,7 @@ def _check_env_keys(env: dict[str, str]) -> None:
             raise ValueError(f"env key {key!r} is not a valid environment variable name")
 
 
-DEFAULT_CUDA_VERSION = "12.8"  # the torch wheels trainpod pins are built for CUDA 12.8+
+DEFAULT_CUDA_VERSION = "13.0"  # torch 2.13 on PyPI (the CUDA image's torch) is built for CUDA 13.0
 
 
 class Hardware(Strict):
