@@ -45,7 +45,8 @@ MEASURE = r"""
 import glob, gzip, io, json, os, sys
 prefixes = tuple(sys.argv[1].split(","))
 files = [f for f in glob.glob("/opt/venv/lib/python3*/site-packages/nvidia/**/lib/*", recursive=True)
-         if os.path.isfile(f) and not os.path.islink(f) and os.path.basename(f).startswith(prefixes)]
+         if os.path.isfile(f) and not os.path.islink(f) and os.path.basename(f).startswith(prefixes)
+         and not f.endswith(".a")]  # the runtime flavour has no static libraries
 raw = sum(os.path.getsize(f) for f in files)
 packed = 0
 for f in files:

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.train, pytest.mark.docker, pytest.m
 
 SEED = 20261128
 TRIALS = 2
-MAX_STEPS = 150
+MAX_STEPS = 40
 INTERVAL_MIN = 0.05  # 3 s: the clock the test can afford; production default is 10 min
 KILL_AFTER_S = 5.0  # RunPod's SIGTERM -> SIGKILL
 HP = {"max_steps": MAX_STEPS, "save_steps": 100_000, "eval_steps": 100_000, "logging_steps": 1,
@@ -66,8 +66,8 @@ def _trial(i: int, docker_env, cpu_image, image_tree, make_spec, s3) -> dict:
     container = client.containers.get(handle.provider_id)
     try:
         # a random step after the first clock checkpoint had time to be taken and shipped
-        term_at = rng.randint(25, MAX_STEPS - 40)
-        deadline = time.monotonic() + 240
+        term_at = rng.randint(8, MAX_STEPS - 12)
+        deadline = time.monotonic() + 600
         while _last_step(_lines(container)) < term_at:
             container.reload()
             assert container.status == "running" and time.monotonic() < deadline, _lines(container)[-20:]
@@ -87,11 +87,13 @@ def _trial(i: int, docker_env, cpu_image, image_tree, make_spec, s3) -> dict:
         resumed_from = int(latest.rsplit("-", 1)[1]) if latest else 0
         written = [w for w, t in lines if f"checkpoint step-{resumed_from:08d} written" in t]
         lost_s = sent - written[0] if written else float("nan")
+        stamps = [w for w, t in lines if " INFO step " in t]
+        step_s = max((b - a for a, b in zip(stamps, stamps[1:], strict=False)), default=0.0)
         container.remove(force=True)
 
         again = backend.submit(backend.plan(spec.model_copy(update={"resume": True}), settings), settings)
         second = client.containers.get(again.provider_id)
-        final = second.wait(timeout=300)["StatusCode"]
+        final = second.wait(timeout=900)["StatusCode"]
         second_log = "\n".join(t for _, t in _lines(second))
         done = s3.client().get_object(Bucket=s3.bucket, Key=f"runs/{run_id}/DONE")["Body"].read()
         steps = json.loads(done)["step"]
@@ -100,9 +102,10 @@ def _trial(i: int, docker_env, cpu_image, image_tree, make_spec, s3) -> dict:
         for c in client.containers.list(all=True, filters={"name": run_id}):
             c.remove(force=True)
     ok = (final == 0 and steps == MAX_STEPS and resumed_from > 0
-          and f"step-{resumed_from:08d}" in second_log and lost_s <= INTERVAL_MIN * 60 + KILL_AFTER_S)
+          # the clock is read after each step: at most the interval plus one step is lost
+          and f"step-{resumed_from:08d}" in second_log and lost_s <= INTERVAL_MIN * 60 + step_s + 1.0)
     return {"ok": ok, "term_at": at_term, "exit": code, "sigkill": killed, "resumed_from": resumed_from,
-            "lost_steps": at_term - resumed_from, "lost_s": lost_s, "final_steps": steps,
+            "lost_steps": at_term - resumed_from, "lost_s": lost_s, "final_steps": steps, "step_s": step_s,
             "detail": "" if ok else second_log[-1500:]}
 
 
@@ -114,7 +117,8 @@ def test_spot_preemption_sigterm_then_sigkill_5s_resumes_to_the_same_steps(docke
                     f"resumed from {t['resumed_from']}, lost {t['lost_steps']} steps / {t['lost_s']:.1f}s"
                     for t in trials)
     chaos_record("spot: SIGTERM, SIGKILL 5s later -> resume (docker, s3)", TRIALS, passed,
-                 f"interval {INTERVAL_MIN * 60:g}s; max lost {max(t['lost_s'] for t in trials):.1f}s; {per}")
+                 f"interval {INTERVAL_MIN * 60:g}s (+ one step, at most {max(t['step_s'] for t in trials):.1f}s here); "
+                 f"max lost {max(t['lost_s'] for t in trials):.1f}s; {per}")
     assert passed == TRIALS, trials
     # the trainer used its 5 s: it stopped by itself (exit 3) instead of being SIGKILLed
     assert all(t["exit"] == 3 and not t["sigkill"] for t in trials), trials
