@@ -289,7 +289,15 @@ def run_trl(size: str, finetune: str, docs: list[list[int]], a: argparse.Namespa
 
     model, _, _ = _model(size, finetune, device, a.seq, torch.bfloat16 if device.type == "cuda" else torch.float32)
     clock = _Clock(a.warmup, device)
-    trainer = SFTTrainer(model=model, train_dataset=Dataset.from_list([{"input_ids": d} for d in docs]),
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    # an explicit fingerprint: datasets' own (dill-pickling the table) is not needed and breaks on some versions
+    dataset = Dataset(InMemoryTable(pa.table({"input_ids": docs})), fingerprint=f"gpu-check-{size}-{len(docs)}")
+    from trainpod_trainer.model import load_tokenizer
+
+    tokenizer = load_tokenizer("builtin:tiny-qwen2")  # data is pre-tokenized; TRL wants one for padding
+    trainer = SFTTrainer(model=model, train_dataset=dataset, processing_class=tokenizer,
                          args=SFTConfig(**_hf_args(a, device, work / "trl"), packing=True, max_length=a.seq),
                          callbacks=[clock])
     inner = trainer.data_collator
