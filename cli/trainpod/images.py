@@ -21,6 +21,7 @@ docker SDK, imported lazily so ``trainpod --help`` stays light.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import os
@@ -241,7 +242,13 @@ class PipSources(BaseModel):
 
 def pip_config() -> dict[str, str]:
     """``pip config list`` of the Python running trainpod, as ``{option: value}`` with pip's precedence
-    (``PIP_*`` variables > ``[install]`` > ``[global]``). Empty when pip is missing or fails."""
+    (``PIP_*`` variables > ``[install]`` > ``[global]``). Empty when pip is missing or fails. Asked once per
+    process and set of ``PIP_*`` variables (a plan is made several times per launch)."""
+    return dict(_pip_config(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PIP_")))))
+
+
+@functools.lru_cache(maxsize=8)
+def _pip_config(_pip_env: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     import subprocess
     import sys
 
@@ -249,7 +256,7 @@ def pip_config() -> dict[str, str]:
         out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
                              timeout=60, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}).stdout
     except (OSError, subprocess.SubprocessError):
-        return {}
+        return ()
     rank = {"global": 0, "install": 1, ":env:": 2}
     best: dict[str, tuple[int, str]] = {}
     for line in out.splitlines():
@@ -259,7 +266,7 @@ def pip_config() -> dict[str, str]:
         r = rank[m.group(1)]
         if m.group(2) not in best or best[m.group(2)][0] <= r:
             best[m.group(2)] = (r, m.group(3))
-    return {k: v for k, (_, v) in best.items()}
+    return tuple((k, v) for k, (_, v) in best.items())
 
 
 def _local_path(url: str) -> str | None:
