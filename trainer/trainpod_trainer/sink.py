@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,17 +192,21 @@ class S3Sink(Sink):
     def close(self, timeout: float | None = None) -> None:
         if self.uploader is None or self.finished:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._finish_uploads(raise_errors=False, timeout=timeout)
-        self._ship()  # the final status.json ("stopped"/"failed") and the log's last lines
+        # the final status.json ("stopped"/"failed") and the log's last lines, if SIGKILL is not due first
+        if deadline is None or time.monotonic() < deadline:
+            self._ship()
 
     # ------------------------------------------------------------------ internals
     def _finish_uploads(self, raise_errors: bool, timeout: float | None = None) -> None:
         """Stop the shipper, then give queued checkpoint uploads up to ``timeout`` (default: the stop grace)."""
+        start = time.monotonic()
         self._stop.set()
         self._wake.set()
         if self._shipper is not None:
-            self._shipper.join()
-        grace = self.spec.stop_grace_seconds if timeout is None else timeout
+            self._shipper.join(timeout)  # a live-file upload in flight may not eat a short grace
+        grace = self.spec.stop_grace_seconds if timeout is None else max(timeout - (time.monotonic() - start), 0.0)
         try:
             if not self.uploader.close(timeout=grace):
                 log.error("checkpoint uploads did not finish within the %.1fs left of the stop grace", grace)
