@@ -137,11 +137,11 @@ def test_cuda_image_trains_the_smoke_preset_on_cpu_through_its_entrypoint(docker
             c.remove(force=True)
 
 
-def test_cuda_image_push_to_the_loopback_registry_and_pull_back(docker_env, cuda_image) -> None:
+def test_cuda_image_push_to_the_loopback_registry_and_pull_back(docker_env, cuda_image, image_tree) -> None:
     repo = f"trainpod-cuda-test-{uuid.uuid4().hex[:8]}"
     settings = Settings(registry=docker_env.registry, image_repository=repo)
     hw = load_catalog(use_cwd=False).get("hardware", HARDWARE)
-    plan = images.image_plan(HARDWARE, hw, settings, base_image=docker_env.base_image, root=cuda_image.root)
+    plan = images.image_plan(HARDWARE, hw, settings, base_image=docker_env.base_image, root=image_tree)
     client = docker_env.client()
     assert images.build(plan, client=client) is False  # same content: tagged, not rebuilt
     assert images.push(plan, settings, client=client) is True
