@@ -47,7 +47,7 @@ def chain(tmp_path, s3, fake_runpod, docker_env, cpu_image, monkeypatch):
 def test_example_job_runs_on_a_pod_mirrors_to_s3_and_the_pod_ends(chain, s3, tmp_path):
     from trainpod import storage
 
-    res = subprocess.run([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod",
+    res = subprocess.run([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod", "--yes",
                           "--max-runtime", "10"], capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout + res.stderr
     (pod,) = chain.pods.values()
@@ -80,7 +80,7 @@ def test_max_runtime_watchdog_stops_the_job_pod_after_a_checkpoint(chain, s3, tm
 
     overlay = Path(os.environ["TRAINPOD_CONFIG"])
     overlay.write_text(overlay.read_text().replace('"--steps", "20"', '"--steps", "5000", "--step-seconds", "0.05"'))
-    res = subprocess.run([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod",
+    res = subprocess.run([sys.executable, "-m", "trainpod", "launch", "byo-pod", "--remote", "runpod", "--yes",
                           "--max-runtime", "0.2"], capture_output=True, text=True, timeout=240)
     assert res.returncode == 3, res.stdout + res.stderr  # contrib.EXIT_STOPPED: checkpointed on SIGTERM, then exited
     (pod,) = chain.pods.values()
@@ -103,7 +103,7 @@ def test_preempted_spot_job_is_relaunched_and_resumes_from_its_mirror(chain, s3,
     overlay = Path(os.environ["TRAINPOD_CONFIG"])
     overlay.write_text(overlay.read_text().replace('"--steps", "20"', '"--steps", "40", "--step-seconds", "0.3"')
                        + 'sync_interval_seconds = 1\nlog_sync_interval_seconds = 0.5\n')
-    rc, out, err = launch_and_preempt(chain, s3, ["launch", "byo-pod", "--remote", "runpod", "--spot",
+    rc, out, err = launch_and_preempt(chain, s3, ["launch", "byo-pod", "--remote", "runpod", "--yes", "--spot",
                                                   "--max-runtime", "10"], "/checkpoints/step-00000010/manifest.json")
     assert rc == 0, out + err
     assert "preempted: relaunching" in out

@@ -76,7 +76,7 @@ def cli(*args: str) -> list[str]:
 
 
 def launch(*extra: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli("launch", "smoke-pod", "--remote", "runpod", *extra), capture_output=True,
+    return subprocess.run(cli("launch", "smoke-pod", "--remote", "runpod", "--yes", *extra), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -125,7 +125,7 @@ def test_launch_trains_on_a_pod_downloads_the_adapter_and_the_pod_ends(chain, s3
 
 
 def test_killed_cli_leaves_a_pod_that_terminates_itself(chain, s3):
-    proc = subprocess.Popen(cli("launch", "smoke-pod", "--remote", "runpod", "--max-runtime", "10"),
+    proc = subprocess.Popen(cli("launch", "smoke-pod", "--remote", "runpod", "--yes", "--max-runtime", "10"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: any(p.started_at for p in chain.pods.values()), 180, "the pod to start")
@@ -144,7 +144,7 @@ def test_killed_cli_leaves_a_pod_that_terminates_itself(chain, s3):
 
 
 def test_preempted_spot_pod_is_relaunched_and_resumes_from_s3(chain, s3):
-    rc, out, err = launch_and_preempt(chain, s3, ["launch", "smoke-pod", "--remote", "runpod", "--spot",
+    rc, out, err = launch_and_preempt(chain, s3, ["launch", "smoke-pod", "--remote", "runpod", "--yes", "--spot",
                                                   "--max-runtime", "10"], "checkpoints/step-00000002/manifest.json")
     assert rc == 0, out + err
     assert "preempted: relaunching" in out

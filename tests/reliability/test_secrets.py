@@ -102,7 +102,7 @@ def test_plans_logs_registry_and_errors_carry_no_secret(canaries, tmp_path, chao
         ("data", "push", str(repo_root / "profiles" / "data" / "sample"), "s3://no-such-bucket/x"),
         ("runs", "status", "no-such-run"),
         ("runs", "sweep"),
-        ("launch", "oracle-rauru-cloud", "--remote", "runpod", "--detach"),
+        ("launch", "oracle-rauru-cloud", "--remote", "runpod", "--detach", "--yes"),
     ]
     for args in errors:
         res = subprocess.run([sys.executable, "-m", "trainpod", *args], capture_output=True, text=True,

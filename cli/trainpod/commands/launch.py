@@ -13,7 +13,7 @@ from trainpod.commands.catalog import _complete_preset
 @click.argument("preset", shell_complete=_complete_preset)
 @click.option("--remote", type=click.Choice(["local", "docker", "runpod"]), default=None,
               help="Where to run (default: the preset's `remote`).")
-@click.option("--dry-run", is_flag=True, help="Print the exact launch plan (secrets as ***) and stop.")
+@click.option("--dry-run", is_flag=True, help="Print the plan summary (what, where, cost, guards, warnings) and stop.")
 @click.option("--detach", is_flag=True, help="Return once the run is submitted; follow with `trainpod runs logs -f`.")
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN_ID]",
               help="Continue a run from its latest complete checkpoint (default: the newest run of PRESET).")
@@ -25,16 +25,20 @@ from trainpod.commands.catalog import _complete_preset
               help="Stop before the run would cost more than this (remote GPU backends).")
 @click.option("--spot/--on-demand", default=None, help="RunPod: interruptible pods, relaunched on preemption.")
 @click.option("--output-dir", type=click.Path(file_okay=False), help="Local output root (default ./runs).")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print only the plan as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the whole plan as JSON (the RunSpec once; format in the README) and stop.")
+@click.option("--show-request", is_flag=True, help="Print the exact provider request (secrets as ***) and stop.")
+@click.option("-y", "--yes", is_flag=True, envvar="TRAINPOD_YES",
+              help="Launch on a paid backend without asking (also TRAINPOD_YES=1).")
 @click.option("--allow-long-lived-credentials", "long_lived", is_flag=True,
               help="RunPod: send the pod your own AWS keys when the S3 endpoint has no STS (default: refuse).")
 @click.pass_obj
 def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bool, resume: str | None,
            sets: tuple[str, ...], max_runtime: float | None, max_cost: float | None, spot: bool | None,
-           output_dir: str | None, as_json: bool, long_lived: bool) -> None:
+           output_dir: str | None, as_json: bool, show_request: bool, yes: bool, long_lived: bool) -> None:
     """Launch PRESET (or a [jobs.NAME] custom job). Without --dry-run, follows the run's log and exits with
     the trainer's exit code."""
-    from trainpod import launcher
+    from trainpod import launcher, summary
     from trainpod.console import emit_json
 
     req = launcher.LaunchRequest(
@@ -43,17 +47,18 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
         max_cost_usd=max_cost, spot=spot, output_dir=output_dir, allow_long_lived_credentials=long_lived,
     )
     prep = launcher.prepare(req)
+    plan_summary = summary.build(prep.plan, summary.gather_facts(prep.plan, prep.settings))
+    if as_json:
+        emit_json(summary.machine_plan(prep.plan, plan_summary))
+        return
+    if show_request:
+        emit_json(summary.provider_request(prep.plan))
+        line = getattr(prep.backend, "command_line", None)
+        if line is not None:
+            click.echo("\n# equivalent command:\n" + line(prep.plan))
+        return
     if dry_run:
-        emit_json(prep.plan.display())
-        if not as_json:
-            grouped: dict[tuple[str, str], list[str]] = {}  # by name and scope, never values
-            for cred in prep.plan.credentials:
-                grouped.setdefault((cred["scope"], cred.get("expires") or ""), []).append(cred["name"])
-            for (scope, expires), names in grouped.items():
-                click.echo(f"# pod receives {', '.join(names)}: {scope}{f' (expires {expires})' if expires else ''}")
-            line = getattr(prep.backend, "command_line", None)
-            if line is not None:
-                click.echo("\n# equivalent command:\n" + line(prep.plan), err=False)
+        summary.print_summary(plan_summary)
         return
     if (finished := launcher.finished_already(prep, req)) is not None:
         done, _status = finished
@@ -61,6 +66,8 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
                    f"outputs in {done.output}", err=True)
         click.echo(f"to train again, start a new run: trainpod launch {preset}", err=True)
         return
+    summary.print_summary(plan_summary, err=True)
+    summary.confirm_spend(plan_summary, yes=yes)
     prep, handle = launcher.submit(prep, on_line=lambda line: click.echo(f"[image] {line}", err=True))
     click.echo(f"run {handle.run_id} submitted ({handle.backend}); output: {handle.output}", err=True)
     if detach:

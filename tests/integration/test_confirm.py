@@ -1,0 +1,101 @@
+"""Confirm before spending: a paid launch without a terminal and without --yes rents nothing.
+
+The CLI runs as a subprocess (stdin is not a terminal) against the loopback fake RunPod API; the fake records
+every request it receives, so "nothing rented" means the API saw no request at all, not only no pod.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.runpod]
+
+
+def _launch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "trainpod", "launch", "oracle-rauru-cloud", "--remote", "runpod",
+                           *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **env})
+
+
+@pytest.fixture
+def env(tmp_path, fake_runpod):
+    # S3 on a closed loopback port: a launch that gets past the question fails at its first S3 read
+    # (the dataset pin), before any image build and before any RunPod call
+    return {"TRAINPOD_STORAGE_URI": "s3://bucket/trainpod", "TRAINPOD_REGISTRY": "127.0.0.1:5055",
+            "TRAINPOD_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AKIATEST",
+            "AWS_SECRET_ACCESS_KEY": "confirm-test-secret", "AWS_MAX_ATTEMPTS": "1",
+            "TRAINPOD_STATE_DIR": str(tmp_path / "state")}
+
+
+def test_paid_launch_without_a_terminal_or_yes_exits_2_and_rents_nothing(env, fake_runpod):
+    res = _launch(env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "there is no terminal to confirm on; nothing was rented" in res.stderr
+    assert "pass --yes (or set TRAINPOD_YES=1)" in res.stderr
+    assert "launch plan: oracle-rauru-cloud on runpod" in res.stderr  # the summary came first, with the estimate
+    assert "about $2.76" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert fake_runpod.requests == [] and fake_runpod.pods == {}
+
+
+@pytest.mark.parametrize("how", ["--yes", "TRAINPOD_YES=1"])
+def test_yes_skips_the_question(env, fake_runpod, how):
+    args, extra = (["--yes"], {}) if how == "--yes" else ([], {"TRAINPOD_YES": "1"})
+    res = _launch(*args, env={**env, **extra})
+    # past the question: the launch went on to pin the dataset in S3, which is unreachable here
+    assert "no terminal to confirm on" not in res.stderr, res.stderr
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "127.0.0.1:9" in res.stderr or "s3://trainpod-datasets" in res.stderr, res.stderr
+    assert fake_runpod.pods == {}  # and it never got as far as renting
+
+
+def test_dry_run_never_asks(env, fake_runpod):
+    res = _launch("--dry-run", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "cost          about $2.76" in res.stdout and fake_runpod.requests == []
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str], answer: bytes) -> tuple[int, str]:
+    """Run ``trainpod launch`` with a pseudo-terminal as stdin/stdout/stderr, answer the question, return
+    (exit code, everything shown)."""
+    import pty
+    import select
+    import time
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "trainpod", "launch", "oracle-rauru-cloud", "--remote", "runpod",
+                             *args], stdin=child, stdout=child, stderr=child, env={**os.environ, **env, "TERM": "xterm"},
+                            close_fds=True)
+    os.close(child)
+    shown, answered, end = b"", False, time.monotonic() + 60
+    try:
+        while time.monotonic() < end:
+            ready, _, _ = select.select([main], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                shown += chunk
+            if not answered and b"Rent it?" in shown:
+                os.write(main, answer)
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        return proc.wait(timeout=30), shown.decode("utf-8", "replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+
+
+def test_on_a_terminal_it_asks_and_no_means_nothing_rented(env, fake_runpod):
+    code, shown = _on_a_terminal([], env, b"n\n")
+    assert "Rent it? about $2.76, stopped at max runtime 240 min, max cost $5.00" in shown, shown
+    assert "NVIDIA GeForce RTX 4090" in shown and "CUDA floor" in shown  # the summary, as a table
+    assert code == 2 and "not launched: nothing was rented" in shown
+    assert fake_runpod.requests == [] and fake_runpod.pods == {}
