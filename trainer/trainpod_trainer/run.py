@@ -645,10 +645,10 @@ def _train(run: Run, dist: Dist) -> int:
             elif is_tty:
                 sys.stderr.write(f"\r\033[Kstep {state.step}/{total} loss {step_loss:.4f}")
                 sys.stderr.flush()
-            if dist.main:
-                with (out / "logs" / METRICS_FILE).open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"step": state.step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm,
-                                         "tokens": real, "pid": os.getpid()}) + "\n")
+            # one line per step, written after this step's evaluation: the run report plots these
+            record = {"step": state.step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": real,
+                      "pid": os.getpid(), "elapsed_s": round(state.elapsed_s, 3),
+                      "mem_mb": round(run.peak_mem_mb, 1)}
             if run.tb is not None:
                 run.tb.add_scalar("train/loss", step_loss, state.step)
                 run.tb.add_scalar("train/lr", lr, state.step)
@@ -670,6 +670,7 @@ def _train(run: Run, dist: Dist) -> int:
                     state.evals_without_improvement += 1
                 log.info("eval step %d: val loss %.4f (best %.4f at step %d)", state.step, val,
                          state.best_val_loss, state.best_step)
+                record["val_loss"] = val
                 if run.tb is not None:
                     run.tb.add_scalar("eval/loss", val, state.step)
                 patience = hp.early_stopping_patience
@@ -677,6 +678,9 @@ def _train(run: Run, dist: Dist) -> int:
                 if stop_early:
                     log.info("early stopping: no val improvement in %d evaluations", patience)
 
+            if dist.main:
+                with (out / "logs" / METRICS_FILE).open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
             rng_after = ckpt.rng_state()
             if state.step % hp.save_steps == 0 and state.step < total and not stop_early:
                 save_checkpoint(state, rng_after)

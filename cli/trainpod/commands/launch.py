@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -38,7 +39,7 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
            output_dir: str | None, as_json: bool, show_request: bool, yes: bool, long_lived: bool) -> None:
     """Launch PRESET (or a [jobs.NAME] custom job). Without --dry-run, follows the run's log and exits with
     the trainer's exit code."""
-    from trainpod import launcher, summary
+    from trainpod import launcher, progress, summary
     from trainpod.console import emit_json
 
     req = launcher.LaunchRequest(
@@ -74,9 +75,14 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
         click.echo(f"follow with: trainpod runs logs -f {handle.run_id}", err=True)
         return
     follower = launcher.follow(prep.backend, handle, prep.settings)  # relaunches a preempted spot run
+    tracker = progress.Tracker()
+    started, interrupted = time.monotonic(), False
     try:
-        for line in follower:
-            click.echo(line)
+        with progress.LiveView(tracker, paid=plan_summary.paid) as view, \
+                progress.StatusPoller(prep.backend, follower, tracker, view.note,
+                                      interval=float(getattr(prep.backend, "poll_s", 2.0))):
+            for line in follower:
+                view.line(line)
     except KeyboardInterrupt:
         handle = follower.handle
         choice = "c"
@@ -88,9 +94,13 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
             return
         click.echo("cancelling: the trainer writes a checkpoint before it stops…", err=True)
         prep.backend.cancel(handle)
+        interrupted = True
     handle = follower.handle
     status = launcher.final_status(prep.backend, handle)
-    click.echo(f"run {handle.run_id}: {status.state}{f' ({status.detail})' if status.detail else ''}", err=True)
+    local = None
     if status.state == "succeeded" and (local := launcher.download_outputs(prep.settings, handle)) is not None:
         click.echo(f"outputs downloaded to {local}", err=True)
+    done = progress.outcome(prep, handle, status, tracker, local_outputs=local, interrupted=interrupted,
+                            wall_s=time.monotonic() - started)
+    click.echo("\n".join(progress.closing_lines(done)), err=True)
     raise SystemExit(launcher.exit_code_for(status))
