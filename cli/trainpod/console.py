@@ -13,7 +13,12 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def emit_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+def emit_table(title: str, columns: list[str], rows: list[list[Any]], no_wrap: tuple[str, ...] = (),
+               optional: tuple[str, ...] = ()) -> None:
+    """A rich table on a terminal, tab-separated otherwise (every column).
+
+    Columns in ``no_wrap`` never break mid-word; when they do not fit the terminal, the ``optional`` columns
+    are left out (in that order) and a note says which (``--json`` shows everything)."""
     if not sys.stdout.isatty():
         # plain, tab-separated: greppable and cut-able, no terminal styling in pipes
         click.echo("\t".join(columns))
@@ -23,12 +28,28 @@ def emit_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    cells = [["" if v is None else str(v) for v in r] for r in rows]
+
+    def needed(cols: list[str]) -> int:  # rich's default box: "│ " + cell + " " per column, one closing "│"
+        widths = [max([len(c)] + [len(r[columns.index(c)]) for r in cells]) if c in no_wrap
+                  else min(20, max([len(c)] + [len(r[columns.index(c)]) for r in cells])) for c in cols]
+        return sum(widths) + 3 * len(cols) + 1
+
+    shown, hidden = list(columns), []
+    for c in optional:
+        if needed(shown) <= console.width:
+            break
+        shown.remove(c)
+        hidden.append(c)
     table = Table(title=title, show_lines=False)
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(*("" if v is None else str(v) for v in r))
-    Console().print(table)
+    for c in shown:
+        table.add_column(c, overflow="fold", no_wrap=c in no_wrap)
+    for r in cells:
+        table.add_row(*(r[columns.index(c)] for c in shown))
+    console.print(table)
+    if hidden:
+        console.print(f"({', '.join(hidden)} left out at this width; --json shows every column)", style="dim")
 
 
 def emit_yamlish(data: Any, indent: int = 0) -> None:

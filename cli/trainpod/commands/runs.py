@@ -36,20 +36,24 @@ def _backend(obj: dict, name: str) -> Any:
 def _overview(obj: dict, registry: RunRegistry, live: bool) -> list[dict[str, Any]]:
     """One row per run; a backend that cannot answer shows its error as the state instead of failing the list."""
     from trainpod.errors import TrainpodError
+    from trainpod.summary import PAID_BACKENDS, human_duration
 
     rows = []
     for h in registry.all():
-        state, billed = "-", None
+        state, billed, duration = "-", None, None
         if live:
             try:
                 st = _backend(obj, h.backend).status(h)
-                state, billed = st.state, st.billed_usd
+                state, billed, duration = st.state, st.billed_usd, st.elapsed_s
             except (TrainpodError, ImportError) as exc:
                 state = f"? ({str(exc).splitlines()[0][:60]})"
         estimate = h.extra.get("estimated_cost_usd")
         cost = "-" if billed is None and estimate is None else (
             f"{'-' if billed is None else f'${billed:.2f}'} (est {'-' if estimate is None else f'${estimate:.2f}'})")
+        if cost == "-" and h.backend not in PAID_BACKENDS:
+            cost = "$0"  # this machine: nothing billed
         rows.append({"run_id": h.run_id, "backend": h.backend, "preset": h.preset, "state": state,
+                     "duration": human_duration(duration) if duration is not None else "-", "duration_s": duration,
                      "created": h.created, "output": h.output, "cost": cost, "billed_usd": billed,
                      "estimated_cost_usd": estimate})
     return rows
@@ -72,8 +76,10 @@ def list_runs(obj: dict, as_json: bool, no_status: bool) -> None:
     if as_json:
         emit_json(rows)
     else:
-        columns = ["run_id", "backend", "preset", "state", "cost", "created", "output"]
-        emit_table("runs", columns, [[r[c] for c in columns] for r in rows])
+        columns = ["run_id", "backend", "preset", "state", "duration", "cost", "created", "output"]
+        table = [[r[c] if c != "created" else r[c].replace("T", " ")[:16] for c in columns] for r in rows]
+        emit_table("runs", columns, table, no_wrap=("run_id", "preset", "state", "duration", "cost", "created"),
+                   optional=("created", "output", "preset"))  # the run id starts with the preset and its time
 
 
 @runs.command()
@@ -154,3 +160,29 @@ def sweep(obj: dict, yes: bool, include_unknown: bool, as_json: bool) -> None:
     flagged = [r for r in rows if r["verdict"] != "keep" and not r["terminated"]]
     if flagged and not yes:
         click.echo(f"{len(flagged)} pod(s)/cluster(s) flagged; run `trainpod runs sweep --yes` to end them", err=True)
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False),
+              help="Write the report here (default: RUN's output directory/report.html).")
+@click.option("--open", "open_it", is_flag=True, help="Open the report in the web browser.")
+@click.pass_obj
+def report(obj: dict, run_id: str, output: str | None, open_it: bool) -> None:
+    """Write one self-contained HTML report of RUN_ID: loss, learning rate, tokens/s, memory and cost plots,
+    config, hardware, image, evaluation, checkpoints. Needs matplotlib (pip install 'trainpod[report]')."""
+    import importlib.util
+
+    from trainpod.errors import TrainpodError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise TrainpodError("`runs report` draws its plots with matplotlib, which is not installed",
+                            "pip install 'trainpod[report]'")
+    from trainpod.report import write_report
+
+    path = write_report(_registry(obj).get(run_id), _settings(obj), output)
+    click.echo(f"report: {path}")
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
