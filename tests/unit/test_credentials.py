@@ -144,18 +144,24 @@ def test_dry_run_prints_the_credentials_line_without_values(monkeypatch):
     res = subprocess.run([sys.executable, "-m", "trainpod", "launch", "oracle-rauru-cloud", "--remote", "runpod",
                           "--dry-run"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert ("# pod receives AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN: STS GetFederationToken, "
+    assert ("  pod receives  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN: STS GetFederationToken, "
             "session policy: read s3://trainpod-datasets/rauru-asm/v1/, read/write/delete s3://bkt/trainpod/runs/"
-            ) in res.stdout, res.stdout
+            ) in res.stdout, res.stdout  # a row of the plan summary
     assert "list only those prefixes (expires 15060 s after it is minted at submit)" in res.stdout
     assert "user-long-lived-secret-canary-000" not in res.stdout + res.stderr
-    assert '"credentials"' in res.stdout  # plain data in the plan JSON, for the plan summary
+    plan = subprocess.run([sys.executable, "-m", "trainpod", "launch", "oracle-rauru-cloud", "--remote", "runpod",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    names = [c["name"] for c in json.loads(plan.stdout)["credentials"]]  # plain data in the plan JSON
+    assert names[:3] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    assert "user-long-lived-secret-canary-000" not in plan.stdout + plan.stderr
     opt_in = subprocess.run([sys.executable, "-m", "trainpod", "launch", "oracle-rauru-cloud", "--remote", "runpod",
                              "--dry-run", "--allow-long-lived-credentials"], capture_output=True, text=True,
                             timeout=120)
     assert opt_in.returncode == 0, opt_in.stderr
-    assert "# pod receives AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: WARNING: your own long-lived AWS credentials" \
+    assert "  pod receives  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: your own long-lived AWS credentials" \
         in opt_in.stdout, opt_in.stdout
+    assert "  ! AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: your own long-lived AWS credentials" in opt_in.stdout
     assert "user-long-lived-secret-canary-000" not in opt_in.stdout + opt_in.stderr
 
 
