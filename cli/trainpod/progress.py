@@ -257,7 +257,10 @@ def closing_lines(o: Outcome) -> list[str]:
         nxt.append(f"trainpod evaluate {o.run_id}")
     nxt.append(f"trainpod runs report {o.run_id}")
     if o.state != "succeeded":
-        nxt.append(f"trainpod launch {o.preset} --remote {o.backend} --resume {o.run_id}")
+        from trainpod.launcher import REMOTE_OF
+
+        remote = REMOTE_OF.get(o.backend, o.backend)  # the --remote that chose the backend
+        nxt.append(f"trainpod launch {o.preset} --remote {remote} --resume {o.run_id}")
     lines.append("next:")
     lines += [f"  {cmd}" for cmd in nxt]
     return lines

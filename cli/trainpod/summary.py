@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from trainpod.backends.base import LaunchPlan
 
-PAID_BACKENDS = ("runpod",)  # launches that rent something by the hour: confirmed before submit
+PAID_BACKENDS = ("runpod", "runpod-cluster")  # launches that rent something by the hour: confirmed before submit
 PLAN_FORMAT = "trainpod.plan/1"
 SPEC_REF = "<RunSpec: see .spec>"
 YES_ENV = "TRAINPOD_YES"
@@ -122,6 +122,8 @@ def _hardware_row(plan: LaunchPlan, hw_name: str, hw: Any) -> str:
     if plan.backend in PAID_BACKENDS:
         gpu = req.get("gpu_type_id") or hw.runpod_gpu_type_id or hw.name
         fallbacks = req.get("fallback_gpu_type_ids", list(hw.runpod_fallback_gpu_type_ids))
+        if req.get("nodes"):  # an Instant Cluster: nodes x GPUs each
+            return f"{hw_name}: {req['nodes']} nodes x {req.get('gpus_per_node', hw.gpu_count)}x {gpu}"
         text = f"{hw_name}: {max(1, hw.gpu_count)}x {gpu}"
         return text + (f", fallback {', '.join(fallbacks)}" if fallbacks else ", no fallback")
     return f"{hw_name} ({hw.device}): {hw.name}"
@@ -199,13 +201,18 @@ def _cost_row(plan: LaunchPlan) -> str:
     if plan.backend not in PAID_BACKENDS:
         return "$0 (runs on this machine)"
     req = plan.provider_request
-    price, source = req.get("price_per_gpu_hour"), req.get("price_source") or "unknown"
+    price, source = req.get("price_per_gpu_hour"), _price_source(plan)
     if plan.estimated_cost_usd is None or price is None:
         return f"unknown until submit (price: {source})"
     hours, _ = _hours(plan)
     gpus = max(1, plan.gpus)
     how = f"${price:g}/GPU-h x {gpus} GPU x {hours:.2f} h" if hours is not None else f"${price:g}/GPU-h"
     return f"about ${plan.estimated_cost_usd:.2f} ({how})"
+
+
+def _price_source(plan: LaunchPlan) -> str:
+    note = next((n.split(":", 1)[1].strip() for n in plan.notes if n.startswith("price:")), None)
+    return str(plan.provider_request.get("price_source") or note or "unknown")
 
 
 def _duration_row(plan: LaunchPlan, cfg: Any, facts: Facts) -> str | None:
@@ -271,7 +278,8 @@ def build(plan: LaunchPlan, facts: Facts | None = None) -> Summary:
     req = plan.provider_request
     backend = plan.backend
     if backend in PAID_BACKENDS and req.get("api"):
-        backend += f" ({req.get('api')}{' ' + req['mutation'] if req.get('mutation') else ''})"
+        call = req.get("mutation") or " ".join(str(req[k]) for k in ("method", "path") if req.get(k))
+        backend += f" ({req.get('api')}{' ' + call if call else ''})"
     rows: list[tuple[str, str]] = [("run", spec.run_id), ("backend", backend)]
     if cfg is not None:
         rows.append(("model", _model_row(cfg)))
@@ -293,8 +301,8 @@ def build(plan: LaunchPlan, facts: Facts | None = None) -> Summary:
     rows += _credential_rows(plan)
     rows.append(("money guards", _guards_row(plan)))
     rows.append(("cost", _cost_row(plan)))
-    if plan.backend in PAID_BACKENDS and req.get("price_source"):
-        rows.append(("price", str(req["price_source"])))
+    if plan.backend in PAID_BACKENDS and _price_source(plan) != "unknown":
+        rows.append(("price", _price_source(plan)))
     duration = _duration_row(plan, cfg, facts)
     if duration:
         rows.append(("duration", duration))
@@ -392,9 +400,9 @@ def _missing_packages(plan: LaunchPlan) -> tuple[str, ...]:
     import importlib.util
 
     need: list[tuple[str, str]] = []
-    if plan.backend in ("docker", "runpod"):
+    if plan.backend in ("docker", *PAID_BACKENDS):
         need.append(("docker", "docker"))
-    if plan.backend == "runpod":
+    if plan.backend in PAID_BACKENDS:
         need.append(("runpod", "runpod"))
     uris = [plan.spec.storage.dataset or "", plan.spec.storage.output]
     if any(u.startswith("s3://") for u in uris):
@@ -416,7 +424,7 @@ def _missing_packages(plan: LaunchPlan) -> tuple[str, ...]:
 
 def _image_facts(plan: LaunchPlan, settings: Any) -> tuple[bool | None, bool | None]:
     """Ask the local engine (a short timeout) whether it has the image, and for a paid backend the registry."""
-    if not plan.image or plan.backend not in ("docker", "runpod"):
+    if not plan.image or plan.backend not in ("docker", *PAID_BACKENDS):
         return None, None
     try:
         import docker

@@ -29,7 +29,8 @@ SNAPSHOTS = Path(__file__).parent / "test_summary_snapshots"
 PRESETS = sorted(load_catalog(use_cwd=False).presets)
 BACKENDS = ("local", "docker", "runpod")
 DEFAULTS = str(Path(trainpod.__file__).resolve().parent / "_defaults")
-RUNPOD_PRESETS = {"oracle-rauru-cloud", "oracle-rauru-a100", "oracle-rauru-2x4090", "oracle-rauru-4xa100-full"}
+RUNPOD_PRESETS = {"oracle-rauru-cloud", "oracle-rauru-a100", "oracle-rauru-2x4090", "oracle-rauru-4xa100-full",
+                  "oracle-rauru-2x8h100-full", "oracle-rauru-2x8a100-lora"}
 
 
 def _spec(preset: str, backend: str) -> RunSpec:
@@ -52,8 +53,10 @@ def _settings(tmp_path: Path) -> Settings:
 
 def _text(preset: str, backend: str, tmp_path: Path) -> str | None:
     """The plain summary, or None where the backend refuses the preset."""
+    spec = _spec(preset, backend)
+    name = "runpod-cluster" if backend == "runpod" and spec.launch.nnodes > 1 else backend  # as launch picks it
     try:
-        plan = get_backend(backend).plan(_spec(preset, backend), _settings(tmp_path))
+        plan = get_backend(name).plan(spec, _settings(tmp_path))
     except TrainpodError:
         return None
     facts = summary.gather_facts(plan, _settings(tmp_path), probe_images=False)
@@ -150,6 +153,18 @@ def test_duration_comes_from_the_previous_run_of_the_preset(tmp_path: Path) -> N
     text = summary.render_text(summary.build(plan, summary.gather_facts(plan, settings)))
     # 30 planned steps at the old run's pace (15 steps in 20 s)
     assert "duration      about 40 s of training (from run smoke-old, scaled 15 -> 30 steps, 1,234 tokens/s)" in text
+
+
+def test_an_instant_cluster_is_paid_and_states_nodes_gpus_and_cost(tmp_path: Path) -> None:
+    text = _text("oracle-rauru-2x8h100-full", "runpod", tmp_path)
+    assert text is not None and text.startswith("launch plan: oracle-rauru-2x8h100-full on runpod-cluster")
+    assert "2 nodes x 8x NVIDIA H100 80GB HBM3" in text and "2 nodes x 8 GPUs (deepspeed)" in text
+    assert "about $143.53 ($2.99/GPU-h x 16 GPU x 3.00 h)" in text
+    spec = _spec("oracle-rauru-2x8h100-full", "runpod")
+    built = summary.build(get_backend("runpod-cluster").plan(spec, _settings(tmp_path)))
+    assert built.paid
+    with pytest.raises(TrainpodError, match="no terminal to confirm on"):
+        summary.confirm_spend(built)
 
 
 def test_confirm_refuses_without_a_terminal_and_yes_skips(tmp_path: Path) -> None:
