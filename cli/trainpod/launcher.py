@@ -336,8 +336,12 @@ def preflight(prep: Prepared) -> None:
     storage.preflight([spec.storage.dataset, spec.storage.output, spec.init_from, spec.output_uri], prep.settings)
 
 
-def submit(prep: Prepared, on_line: Callable[[str], None] | None = None) -> tuple[Prepared, RunHandle]:
-    preflight(prep)
+def submit(prep: Prepared, on_line: Callable[[str], None] | None = None, *,
+           preflighted: bool = False) -> tuple[Prepared, RunHandle]:
+    """Preflight (unless the caller just did, e.g. before asking to confirm), pin the data, build/push the
+    image, submit."""
+    if not preflighted:
+        preflight(prep)
     prep = pin_dataset(prep)
     ensure_images(prep, on_line)
     handle = prep.backend.submit(prep.plan)

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from trainpod.backends.base import LaunchPlan
+from trainpod.contract import ENV_RUN_SPEC, ENV_YES
 
 PAID_BACKENDS = ("runpod", "runpod-cluster")  # launches that rent something by the hour: confirmed before submit
 PLAN_FORMAT = "trainpod.plan/1"
 SPEC_REF = "<RunSpec: see .spec>"
-YES_ENV = "TRAINPOD_YES"
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,7 @@ def confirm_spend(summary: Summary, *, yes: bool = False) -> None:
         raise TrainpodError(
             f"this launch rents paid hardware ({estimate}; {summary.caps}) and there is no terminal to confirm on; "
             "nothing was rented",
-            f"pass --yes (or set {YES_ENV}=1) to launch without asking",
+            f"pass --yes (or set {ENV_YES}=1) to launch without asking",
         )
     import click
 
@@ -531,7 +531,7 @@ def machine_plan(plan: LaunchPlan, summary: Summary | None = None) -> dict[str, 
     data = plan.display()
     spec = data.pop("spec")
     spec_json = plan.spec.to_json()
-    inner = data.get("env", {}).get("TRAINPOD_RUN_SPEC")  # a container's view of the spec (docker: /data paths)
+    inner = data.get("env", {}).get(ENV_RUN_SPEC)  # a container's view of the spec (docker: /data paths)
     data = _dedupe_spec(data, _forms(spec_json))
     if inner and inner != spec_json:
         data = _dedupe_spec(data, _forms(inner))

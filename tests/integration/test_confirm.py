@@ -12,7 +12,16 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.runpod]
+pytestmark = [pytest.mark.runpod, pytest.mark.s3]
+
+OVERLAY = """
+[datasets.rauru-asm]
+path = "{dataset}"
+train = "train.jsonl"
+val = "val.jsonl"
+test = "test.jsonl"
+format = "instruction"
+"""
 
 
 def _launch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -22,13 +31,14 @@ def _launch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-def env(tmp_path, fake_runpod):
-    # S3 on a closed loopback port: a launch that gets past the question fails at its first S3 read
-    # (the dataset pin), before any image build and before any RunPod call
-    return {"TRAINPOD_STORAGE_URI": "s3://bucket/trainpod", "TRAINPOD_REGISTRY": "127.0.0.1:5055",
-            "TRAINPOD_S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AKIATEST",
-            "AWS_SECRET_ACCESS_KEY": "confirm-test-secret", "AWS_MAX_ATTEMPTS": "1",
-            "TRAINPOD_STATE_DIR": str(tmp_path / "state")}
+def env(tmp_path, s3, fake_runpod):
+    """A launch that passes the preflight (API key set, loopback S3 reachable) and asks. Its dataset was never
+    pushed, so a launch that gets past the question fails at the dataset pin: before any image build and
+    before any RunPod call."""
+    config = tmp_path / "training.toml"
+    config.write_text(OVERLAY.format(dataset=s3.uri("datasets/never-pushed")))
+    return {"TRAINPOD_CONFIG": str(config), "TRAINPOD_STORAGE_URI": s3.uri("trainpod"),
+            "TRAINPOD_REGISTRY": "127.0.0.1:5055", "TRAINPOD_STATE_DIR": str(tmp_path / "state")}
 
 
 def test_paid_launch_without_a_terminal_or_yes_exits_2_and_rents_nothing(env, fake_runpod):
@@ -46,11 +56,18 @@ def test_paid_launch_without_a_terminal_or_yes_exits_2_and_rents_nothing(env, fa
 def test_yes_skips_the_question(env, fake_runpod, how):
     args, extra = (["--yes"], {}) if how == "--yes" else ([], {"TRAINPOD_YES": "1"})
     res = _launch(*args, env={**env, **extra})
-    # past the question: the launch went on to pin the dataset in S3, which is unreachable here
+    # past the question: the launch went on to pin the dataset, which was never pushed
     assert "no terminal to confirm on" not in res.stderr, res.stderr
-    assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert "127.0.0.1:9" in res.stderr or "s3://trainpod-datasets" in res.stderr, res.stderr
-    assert fake_runpod.pods == {}  # and it never got as far as renting
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "datasets/never-pushed" in res.stderr, res.stderr
+    assert fake_runpod.requests == [] and fake_runpod.pods == {}  # it never got as far as renting
+
+
+def test_a_launch_that_cannot_start_fails_before_asking(env, fake_runpod, monkeypatch):
+    monkeypatch.delenv("RUNPOD_API_KEY")
+    res = _launch(env=env)
+    assert res.returncode == 2 and "needs a RunPod API key" in res.stderr, res.stderr
+    assert "confirm" not in res.stderr and fake_runpod.requests == []
 
 
 def test_dry_run_never_asks(env, fake_runpod):

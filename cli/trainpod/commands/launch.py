@@ -67,9 +67,11 @@ def launch(obj: dict, preset: str, remote: str | None, dry_run: bool, detach: bo
                    f"outputs in {done.output}", err=True)
         click.echo(f"to train again, start a new run: trainpod launch {preset}", err=True)
         return
+    launcher.preflight(prep)  # seconds (API key, S3 access): one clear error line before the plan and the question
     summary.print_summary(plan_summary, err=True)
     summary.confirm_spend(plan_summary, yes=yes)
-    prep, handle = launcher.submit(prep, on_line=lambda line: click.echo(f"[image] {line}", err=True))
+    prep, handle = launcher.submit(prep, on_line=lambda line: click.echo(f"[image] {line}", err=True),
+                                   preflighted=True)
     click.echo(f"run {handle.run_id} submitted ({handle.backend}); output: {handle.output}", err=True)
     if detach:
         click.echo(f"follow with: trainpod runs logs -f {handle.run_id}", err=True)
