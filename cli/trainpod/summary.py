@@ -278,7 +278,8 @@ def build(plan: LaunchPlan, facts: Facts | None = None) -> Summary:
     req = plan.provider_request
     backend = plan.backend
     if backend in PAID_BACKENDS and req.get("api"):
-        call = req.get("mutation") or " ".join(str(req[k]) for k in ("method", "path") if req.get(k))
+        call = (req.get("mutation") or req.get("endpoint")
+                or " ".join(str(req[k]) for k in ("method", "path") if req.get(k)))
         backend += f" ({req.get('api')}{' ' + call if call else ''})"
     rows: list[tuple[str, str]] = [("run", spec.run_id), ("backend", backend)]
     if cfg is not None:
