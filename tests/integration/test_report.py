@@ -121,3 +121,36 @@ def test_report_of_an_unknown_run_is_a_clear_error(smoke_run):
     root, _, _ = smoke_run
     res = _cli("runs", "report", "no-such-run", cwd=root)
     assert res.returncode == 2 and "no run 'no-such-run'" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.s3
+def test_report_of_a_remote_run_reads_its_s3_output_and_plots_the_cost(s3, tmp_path):
+    """A RunPod run that was never downloaded: the report reads metrics and checkpoints from S3 and adds the
+    cost over time (the pod's price x elapsed time)."""
+    from trainpod import storage
+    from trainpod.backends.base import RunHandle
+    from trainpod.runs import RunRegistry
+
+    run_id = "oracle-rauru-cloud-20260101-000000-abc123"
+    out = s3.uri(f"runs/{run_id}")
+    records = [{"step": i, "loss": 3.0 - 0.1 * i, "lr": 1e-4, "tokens": 4096, "elapsed_s": 60.0 * i,
+                "mem_mb": 20000.0 + i, **({"val_loss": 2.9 - 0.05 * i} if i % 2 == 0 else {})} for i in range(1, 7)]
+    storage.write_bytes(f"{out}/logs/metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    storage.write_bytes(f"{out}/status.json", json.dumps({"state": "stopped", "step": 6}).encode())
+    storage.write_bytes(f"{out}/checkpoints/step-00000004/manifest.json", b"{}")
+    state = tmp_path / "state"
+    RunRegistry(state).save(RunHandle(run_id=run_id, backend="runpod", preset="oracle-rauru-cloud", provider_id="p1",
+                                      output=out, created="2026-01-01T00:00:00+00:00",
+                                      extra={"cost_per_hr": 0.69, "estimated_cost_usd": 2.76,
+                                             "gpu_type_id": "NVIDIA GeForce RTX 4090"}))
+    report = tmp_path / "r.html"
+    res = subprocess.run([sys.executable, "-m", "trainpod", "runs", "report", run_id, "-o", str(report)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "TRAINPOD_STATE_DIR": str(state)})
+    assert res.returncode == 0, res.stderr
+    page = report.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="trainpod-data">(.*?)</script>', page, re.S).group(1))["series"]
+    assert data["cost_usd"] == [[r["step"], round(0.69 * r["elapsed_s"] / 3600, 6)] for r in records]
+    assert data["tokens_per_s"] == [[r["step"], round(4096 / 60.0, 3)] for r in records[1:]]
+    assert data["val_loss"] == [[r["step"], r["val_loss"]] for r in records if "val_loss" in r]
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 5  # loss, lr, tokens/s, memory, cost
+    assert "step-00000004" in page and "NVIDIA GeForce RTX 4090" in page and out in page
