@@ -7,6 +7,7 @@ every request it receives, so "nothing rented" means the API saw no request at a
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -115,4 +116,22 @@ def test_on_a_terminal_it_asks_and_no_means_nothing_rented(env, fake_runpod):
     assert "Rent it? about $2.76, stopped at max runtime 240 min, max cost $5.00" in shown, shown
     assert "NVIDIA GeForce RTX 4090" in shown and "CUDA floor" in shown  # the summary, as a table
     assert code == 2 and "not launched: nothing was rented" in shown
+    assert fake_runpod.requests == [] and fake_runpod.pods == {}
+
+
+def test_a_pipeline_with_paid_stages_asks_once_for_the_total(env, fake_runpod, tmp_path):
+    config = tmp_path / "training.toml"
+    config.write_text(config.read_text() + '\n[pipelines.two]\nstages = ["oracle-rauru-cloud", "oracle-rauru-a100"]\n'
+                      'remote = "runpod"\n')
+    res = subprocess.run([sys.executable, "-m", "trainpod", "pipeline", "run", "two"], capture_output=True,
+                         text=True, timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, **env})
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "launch plan: oracle-rauru-cloud on runpod" in res.stderr
+    assert "launch plan: oracle-rauru-a100 on runpod" in res.stderr
+    # $2.76 (4 h of one RTX 4090) + the A100 stage's estimate, with each stage's caps
+    a100 = re.search(r"launch plan: oracle-rauru-a100.*?cost +about \$([\d.]+)", res.stderr, re.S)
+    assert a100 is not None
+    total = round(2.76 + float(a100.group(1)), 2)
+    assert f"rents paid hardware (about ${total:.2f}; oracle-rauru-cloud on runpod: max runtime 240 min" in res.stderr
+    assert "pass --yes (or set TRAINPOD_YES=1)" in res.stderr
     assert fake_runpod.requests == [] and fake_runpod.pods == {}
