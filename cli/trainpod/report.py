@@ -185,7 +185,8 @@ th { color: #555; font-weight: 600; } pre { background: #f6f6f6; padding: 1em; o
 
 def build_html(files: RunFiles, data: dict[str, Any], pngs: list[tuple[str, str]]) -> str:
     h, meta, status, spec = files.handle, files.metadata or {}, files.status or {}, files.spec or {}
-    cfg = spec.get("config") or {}
+    work = spec.get("workload") or {}
+    cfg = spec.get("config") or work.get("config") or work  # a trainer's resolved config, or a job's workload
     hw = cfg.get("hardware") or {}
     state = "succeeded" if meta else status.get("state", "unknown")
     training = meta.get("training", {})

@@ -62,17 +62,13 @@ class Summary:
 # ------------------------------------------------------------------------------------------ build
 def _workload(plan: LaunchPlan) -> tuple[str, Any, Any]:
     """(hardware name, hardware table, training config or None) for a preset run or a custom job."""
-    spec = plan.spec
-    if spec.config is not None:
-        return spec.config.hardware_name, spec.config.hardware, spec.config
-    job = spec.job  # type: ignore[attr-defined]  # a JobRunSpec
-    return job.hardware_name, job.hardware, None
+    work = plan.spec.workload
+    return work.hardware_name, work.hardware, work.config if work.kind == "trainer" else None
 
 
 def _guards(plan: LaunchPlan) -> tuple[float | None, float | None, bool]:
-    spec = plan.spec
-    src = spec.config if spec.config is not None else spec.job  # type: ignore[attr-defined]
-    return src.max_runtime_minutes, src.max_cost_usd, bool(src.spot)
+    work = plan.spec.workload
+    return work.max_runtime_minutes, work.max_cost_usd, bool(work.spot)
 
 
 def human_bytes(n: float) -> str:
@@ -151,14 +147,10 @@ def _steps(cfg: Any) -> str:
     return f"{hp.num_epochs:g} epochs"
 
 
-def _dataset_row(plan: LaunchPlan, facts: Facts) -> str:
-    spec = plan.spec
-    if spec.config is not None:
-        name, path = spec.config.dataset_name, spec.storage.dataset
-    else:
-        name, path = "data", spec.job.data  # type: ignore[attr-defined]
-        if not path:
-            return "none"
+def _dataset_row(plan: LaunchPlan, cfg: Any, facts: Facts) -> str:
+    name, path = (cfg.dataset_name if cfg is not None else "data"), plan.spec.storage.dataset
+    if not path:
+        return "none"
     if facts.dataset_missing:
         size = "missing"
     elif facts.dataset_bytes is not None:
@@ -286,7 +278,7 @@ def build(plan: LaunchPlan, facts: Facts | None = None) -> Summary:
         rows.append(("model", _model_row(cfg)))
         rows.append(("steps", _steps(cfg)))
     else:
-        rows.append(("job", " ".join(spec.job.command)))  # type: ignore[attr-defined]
+        rows.append(("job", " ".join(spec.workload.command)))
     rows.append(("image", _image_row(plan, facts)))
     rows.append(("hardware", _hardware_row(plan, hw_name, hw)))
     if plan.backend in PAID_BACKENDS:
@@ -297,7 +289,7 @@ def build(plan: LaunchPlan, facts: Facts | None = None) -> Summary:
         hosts = req.get("allowed_cuda_versions")
         rows.append(("CUDA floor", f">= {hw.cuda_version}" + (f" (hosts with {', '.join(hosts)})" if hosts else "")))
     rows.append(("nodes x GPUs", _shape_row(plan, hw)))
-    rows.append(("dataset", _dataset_row(plan, facts)))
+    rows.append(("dataset", _dataset_row(plan, cfg, facts)))
     rows.append(("output", spec.storage.output))
     rows += _credential_rows(plan)
     rows.append(("money guards", _guards_row(plan)))
@@ -307,7 +299,7 @@ def build(plan: LaunchPlan, facts: Facts | None = None) -> Summary:
     duration = _duration_row(plan, cfg, facts)
     if duration:
         rows.append(("duration", duration))
-    name = cfg.preset if cfg is not None else spec.job.name  # type: ignore[attr-defined]
+    name = spec.workload.name
     return Summary(title=f"launch plan: {name} on {plan.backend}", rows=rows, warnings=_warnings(plan, facts),
                    paid=plan.backend in PAID_BACKENDS, estimate_usd=plan.estimated_cost_usd, caps=_caps(plan))
 
@@ -408,7 +400,7 @@ def _missing_packages(plan: LaunchPlan) -> tuple[str, ...]:
     uris = [plan.spec.storage.dataset or "", plan.spec.storage.output]
     if any(u.startswith("s3://") for u in uris):
         need.append(("boto3", "s3"))
-    if plan.backend == "local" and plan.spec.config is not None:
+    if plan.backend == "local" and plan.spec.workload.kind == "trainer":
         need.append(("torch", "train"))
         if plan.spec.config.deepspeed:
             need.append(("deepspeed", "deepspeed"))
@@ -466,7 +458,7 @@ def _previous_run(plan: LaunchPlan, settings: Any) -> tuple[str | None, float | 
     from trainpod.runs import RunRegistry
 
     spec = plan.spec
-    if spec.config is None:
+    if spec.workload.kind != "trainer":
         return None, None, None, None
     for handle in reversed(RunRegistry(settings.state_path).all()):
         if handle.preset != spec.config.preset or handle.backend != plan.backend or handle.run_id == spec.run_id:
@@ -490,8 +482,7 @@ def _previous_run(plan: LaunchPlan, settings: Any) -> tuple[str | None, float | 
 def gather_facts(plan: LaunchPlan, settings: Any, *, probe_images: bool = True) -> Facts:
     """Cheap look-ups for the summary: the local engine and registry (short timeouts), the dataset's size
     when local, the previous run of this preset, optional packages the launch needs."""
-    spec = plan.spec
-    dataset = spec.storage.dataset if spec.config is not None else (spec.job.data or "")  # type: ignore[attr-defined]
+    dataset = plan.spec.storage.dataset
     size, files, missing = _dataset_facts(dataset) if dataset else (None, None, False)
     local, remote = _image_facts(plan, settings) if probe_images else (None, None)
     prev, seconds, steps, tps = _previous_run(plan, settings)

@@ -18,7 +18,7 @@ import pytest
 
 import trainpod
 from trainpod import summary
-from trainpod.backends.base import get_backend
+from trainpod.backends import get_backend
 from trainpod.config.loader import load_catalog
 from trainpod.errors import TrainpodError
 from trainpod.launcher import launch_shape
