@@ -91,7 +91,8 @@ def test_runpod_summary_states_cost_gpu_cuda_output_and_guards(tmp_path: Path) -
     assert text is not None
     assert "about $2.76 ($0.69/GPU-h x 1 GPU x 4.00 h)" in text
     assert "1x NVIDIA GeForce RTX 4090, fallback NVIDIA RTX A6000" in text
-    assert "CUDA floor    >= 12.8" in text and "COMMUNITY" in text
+    floor = load_catalog(use_cwd=False).resolve("oracle-rauru-cloud").hardware.cuda_version
+    assert f"CUDA floor    >= {floor}" in text and "COMMUNITY" in text
     assert "runpod (rest-v2 POST /v2/pods)" in text
     assert "s3://bucket/trainpod/runs/oracle-rauru-cloud-20260101-000000-abcdef" in text
     assert "max runtime 240 min, max cost $5.00, on-demand" in text
