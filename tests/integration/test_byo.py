@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trainpod import launcher
-from trainpod.errors import ConfigError
+from trainpod.errors import ConfigError, TrainpodError
 from trainpod.manifest import verify_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,8 +173,15 @@ def test_mixed_pipeline_plans_pass_outputs_between_presets_and_jobs(tmp_path):
 @pytest.mark.s3
 def test_a_job_whose_outputs_cannot_reach_s3_is_not_done(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINPOD_STORAGE_URI", f"s3://{s3.bucket}-missing/team")  # no such bucket
-    prep, handle, lines = _run(launcher.LaunchRequest(preset="byo-example", config=str(EXAMPLE_TOML),
-                                                      output_dir=str(tmp_path / "runs")))
+    req = launcher.LaunchRequest(preset="byo-example", config=str(EXAMPLE_TOML), output_dir=str(tmp_path / "runs"))
+    # A launch checks S3 first and refuses before anything runs ...
+    prep = launcher.prepare(req)
+    with pytest.raises(TrainpodError, match="does not exist"):
+        launcher.submit(prep)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    # ... and a job whose outputs stop reaching S3 after that check (the bucket gone mid-run) is never DONE.
+    prep, handle = launcher.submit(launcher.prepare(req), preflighted=True)
+    list(launcher.follow(prep.backend, handle))  # to the end
     status = prep.backend.status(handle)
     out = Path(handle.output)
     assert (out / "model.json").is_file() and not (out / "DONE").exists()  # trained, but not safely stored
