@@ -298,7 +298,8 @@ def outcome(prep: Any, handle: Any, status: Any, tracker: Tracker, *, local_outp
     final = (meta or {}).get("final_val_loss", tracker.val_loss)
     steps = training.get("steps") or status.step or tracker.step
     duration = training.get("duration_seconds") or status.elapsed_s or wall_s
-    cost = status.cost_usd if status.cost_usd is not None else tracker.cost_usd
+    billed = getattr(status, "billed_usd", None)  # what the provider billed, when it says (RunPod v2 billing)
+    cost = billed if billed is not None else status.cost_usd if status.cost_usd is not None else tracker.cost_usd
     estimate = prep.plan.estimated_cost_usd if prep is not None else None
     checkpoint = None
     if status.state != "succeeded":

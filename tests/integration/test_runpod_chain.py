@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +120,10 @@ def test_launch_trains_on_a_pod_downloads_the_adapter_and_the_pod_ends(chain, s3
     record = json.loads((tmp_path / "state" / "runs" / f"{run_id}.json").read_text())
     assert record["extra"]["downloaded"] == str(local)
     assert f"step {STEPS}/{STEPS}" in res.stdout  # the log was tailed from S3 while it ran
+    # the closing summary: state, cost next to the launch estimate, where the outputs went, what next
+    assert f"run {run_id}: succeeded" in res.stderr and f"  outputs     {local}" in res.stderr
+    assert re.search(r"  cost        (\$[\d.]+|unknown) \(estimated \$[\d.]+\)", res.stderr), res.stderr
+    assert f"trainpod runs report {run_id}" in res.stderr
     sweep = subprocess.run(cli("runs", "sweep", "--json"), capture_output=True, text=True, timeout=60)
     assert sweep.returncode == 0, sweep.stderr
     assert json.loads(sweep.stdout) == []
