@@ -77,7 +77,7 @@ def test_report_plots_what_metrics_jsonl_holds_and_renders_offline_in_chromium(s
     assert [r["step"] for r in records] == list(range(1, 13))
     assert data["loss"] == [[r["step"], r["loss"]] for r in records]
     assert data["lr"] == [[r["step"], r["lr"]] for r in records]
-    assert data["mem_mb"] == [[r["step"], r["mem_mb"]] for r in records]
+    assert data["mem_mb"] == [[r["step"], r["mem_mb"]] for r in records if r["mem_mb"] is not None]
     assert data["val_loss"] == [[r["step"], r["val_loss"]] for r in records if "val_loss" in r]
     assert [s for s, _ in data["val_loss"]] == [4, 8, 12]
     expected_tps = [[b["step"], round(b["tokens"] / (b["elapsed_s"] - a["elapsed_s"]), 3)]

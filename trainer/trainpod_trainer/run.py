@@ -648,7 +648,7 @@ def _train(run: Run, dist: Dist) -> int:
             # one line per step, written after this step's evaluation: the run report plots these
             record = {"step": state.step, "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": real,
                       "pid": os.getpid(), "elapsed_s": round(state.elapsed_s, 3),
-                      "mem_mb": round(run.peak_mem_mb, 1)}
+                      "mem_mb": round(run.peak_mem_mb, 1) or None}  # None: not measured yet
             if run.tb is not None:
                 run.tb.add_scalar("train/loss", step_loss, state.step)
                 run.tb.add_scalar("train/lr", lr, state.step)
