@@ -34,7 +34,7 @@ def scoped_chain(tmp_path, sts_s3, fake_runpod, docker_env, cpu_image, monkeypat
 def test_pod_chain_trains_checkpoints_resumes_and_finishes_with_scoped_sessions(scoped_chain, sts_s3, tmp_path,
                                                                                 docker_env, chaos_record):
     user_key, user_secret = sts_s3.user
-    rc, out, err = launch_and_preempt(scoped_chain, sts_s3, ["launch", "smoke-pod", "--remote", "runpod", "--spot",
+    rc, out, err = launch_and_preempt(scoped_chain, sts_s3, ["launch", "smoke-pod", "--remote", "runpod", "--yes", "--spot",
                                                              "--max-runtime", "10"],
                                       "checkpoints/step-00000002/manifest.json")
     pods = list(scoped_chain.pods.values())
