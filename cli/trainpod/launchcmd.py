@@ -32,7 +32,12 @@ JOB_SUPERVISOR = "trainpod.pod.jobrun"
 # RunPod Instant Clusters run one container command on every node and give each node its place in these
 # variables (RunPod's docs). A cluster's launch line refers to them as ``$NAME``; the pod supervisor
 # (trainpod.pod.supervisor) puts the node's values in before it starts the line: no shell is involved.
-CLUSTER_VARS = ("NODE_RANK", "PRIMARY_ADDR", "PRIMARY_PORT", "NODE_ADDR", "NUM_NODES", "NUM_TRAINERS")
+CLUSTER_VARS = ("NODE_RANK", "PRIMARY_ADDR", "PRIMARY_PORT", "NODE_ADDR", "NUM_NODES", "NUM_TRAINERS",
+                "TRAINPOD_IS_PRIMARY")
+# derived by the supervisor, not set by RunPod: whether this node hosts the rendezvous store (node 0). torchrun's
+# own guess (does PRIMARY_ADDR belong to this machine?) is right on separate machines but not when the nodes
+# share an address; saying it is never wrong.
+IS_PRIMARY = "TRAINPOD_IS_PRIMARY"
 
 
 def trainer_command(
@@ -92,7 +97,7 @@ def distributed_argv(spec: RunSpec, target: list[str], *, node_rank: int = 0, ma
             "--rdzv-backend=c10d",
             "--rdzv-endpoint=$PRIMARY_ADDR:$PRIMARY_PORT",
             f"--rdzv-id={spec.run_id}",
-            f"--rdzv-conf=join_timeout={hw.rendezvous_timeout_s}",
+            f"--rdzv-conf=join_timeout={hw.rendezvous_timeout_s},is_host=${IS_PRIMARY}",
             # the address this node's workers are reached at: the cluster network's, not whatever the
             # hostname resolves to (eth0 on RunPod, which is for internet traffic only)
             "--local-addr=$NODE_ADDR",
@@ -144,6 +149,10 @@ def expand_cluster_vars(argv: list[str], env: dict[str, str]) -> list[str]:
     """``argv`` with ``$NAME``/``${NAME}`` of :data:`CLUSTER_VARS` replaced by this node's values (only those
     names; anything else is left as it is). A name the node lacks is an error naming it."""
     import re
+
+    env = dict(env)
+    if env.get("NODE_RANK"):
+        env[IS_PRIMARY] = "true" if env["NODE_RANK"] == "0" else "false"
 
     def value(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)

@@ -375,8 +375,8 @@ def list_pod_billing(fake: Any, op: Any, query: dict[str, list[str]], body: Any,
 @dataclass
 class FakeCluster:
     """An Instant Cluster: ``podCount`` identical pods on one private network. Here every node is a container
-    on the local engine with host networking, so the "private network" is loopback: every node's
-    ``PRIMARY_ADDR``/``NODE_ADDR`` is 127.0.0.1, and the cluster gets its own free ``PRIMARY_PORT``."""
+    on the local engine with host networking, so the "private network" is loopback: node N's ``NODE_ADDR`` is
+    127.0.0.(N+2), ``PRIMARY_ADDR`` is node 0's, and the cluster gets its own free ``PRIMARY_PORT``."""
 
     id: str
     name: str
@@ -385,6 +385,13 @@ class FakeCluster:
     primary_port: int
     created_at: float = field(default_factory=time.time)
     deleted_by: str | None = None  # "pod" (a member's pod-scoped key) or "account"
+
+
+def node_addr(rank: int) -> str:
+    """Node N's address on the "cluster network": its own loopback address (all of 127/8 is loopback on Linux),
+    so nodes that share this machine still differ by address, as torchrun's rendezvous needs (it tells nodes
+    apart by address and pid, and containers often have the same pids)."""
+    return f"127.0.0.{rank + 2}"
 
 
 def _free_port() -> int:
@@ -442,9 +449,10 @@ def create_cluster(fake: Any, op: Any, query: Any, body: dict[str, Any], scope: 
     for rank in range(count):
         host = next(h for h in hosts if h.free >= per_pod)
         host.free -= per_pod
-        env = {"PRIMARY_ADDR": "127.0.0.1", "PRIMARY_PORT": str(port), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port), "NODE_ADDR": "127.0.0.1", "NODE_RANK": str(rank),
-               "NUM_NODES": str(count), "NUM_TRAINERS": str(per_pod), "HOST_NODE_ADDR": f"127.0.0.1:{port}",
+        primary = node_addr(0)
+        env = {"PRIMARY_ADDR": primary, "PRIMARY_PORT": str(port), "MASTER_ADDR": primary,
+               "MASTER_PORT": str(port), "NODE_ADDR": node_addr(rank), "NODE_RANK": str(rank),
+               "NUM_NODES": str(count), "NUM_TRAINERS": str(per_pod), "HOST_NODE_ADDR": f"{primary}:{port}",
                "WORLD_SIZE": str(count * per_pod)}
         pod = FakePod(
             id=secrets.token_hex(7), name=f"{body['name']}-node-{rank}", image=body["image"], gpu_type_id=gpu["id"],

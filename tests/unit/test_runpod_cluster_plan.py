@@ -51,7 +51,7 @@ def test_full_finetune_preset_plans_one_valid_cluster_request_and_one_node_line(
     assert line[4:7] == ["python", "-m", "trainpod_trainer.launch"]  # the launch wrapper around torchrun
     for arg in ("--nproc-per-node=8", "--nnodes=2", "--node-rank=$NODE_RANK", "--rdzv-backend=c10d",
                 "--rdzv-endpoint=$PRIMARY_ADDR:$PRIMARY_PORT", "--local-addr=$NODE_ADDR",
-                "--rdzv-conf=join_timeout=600"):
+                "--rdzv-conf=join_timeout=600,is_host=$TRAINPOD_IS_PRIMARY"):
         assert arg in line, arg
     assert body["args"] == req["node_command"] and "'--node-rank=$NODE_RANK'" in body["args"]
     # $2.99/GPU-h x 8 GPUs x 2 nodes x 180 min, rounded up to the cent
@@ -91,9 +91,11 @@ def test_what_clusters_cannot_do_is_refused_before_spending(env, monkeypatch, ar
 
 
 def test_node_values_fill_only_the_cluster_variables():
-    argv = ["--node-rank=$NODE_RANK", "--rdzv-endpoint=${PRIMARY_ADDR}:$PRIMARY_PORT", "$HOME", "$NODE_RANKS"]
+    argv = ["--node-rank=$NODE_RANK", "--rdzv-endpoint=${PRIMARY_ADDR}:$PRIMARY_PORT", "$HOME", "$NODE_RANKS",
+            "is_host=$TRAINPOD_IS_PRIMARY"]
     env = {"NODE_RANK": "1", "PRIMARY_ADDR": "10.65.0.2", "PRIMARY_PORT": "29400", "HOME": "/root"}
     assert expand_cluster_vars(argv, env) == ["--node-rank=1", "--rdzv-endpoint=10.65.0.2:29400", "$HOME",
-                                              "$NODE_RANKS"]
+                                              "$NODE_RANKS", "is_host=false"]
+    assert expand_cluster_vars(["is_host=$TRAINPOD_IS_PRIMARY"], {**env, "NODE_RANK": "0"}) == ["is_host=true"]
     with pytest.raises(KeyError, match="NODE_RANK"):
         expand_cluster_vars(["--node-rank=$NODE_RANK"], {})

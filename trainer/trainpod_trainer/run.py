@@ -449,6 +449,8 @@ def _train(run: Run, dist: Dist) -> int:
     device = pick_device(cfg.hardware.device, dist)
     if dist.main:  # remote dataset + newest complete remote checkpoint into the local directories
         run.sink.stage(run.data_dir, run.checkpoints, spec.resume)
+    elif dist.local_rank == 0:  # another node (its own disk): the same, without writing anything back
+        run.sink.fetch(run.data_dir, run.checkpoints, spec.resume)
     barrier(dist)
     import random
 

@@ -61,6 +61,10 @@ class Sink:
     def stage(self, data_dir: Path, checkpoints: Path, resume: bool) -> None:
         """Make the dataset and (when ``resume``) the newest complete remote checkpoint local."""
 
+    def fetch(self, data_dir: Path, checkpoints: Path, resume: bool) -> None:
+        """:meth:`stage` without becoming the writer: for the first process of another node, whose local
+        disk rank 0's staging does not reach (multi-node runs whose output is remote)."""
+
     def on_checkpoint(self, path: Path) -> None:
         """``path`` is a complete checkpoint directory (manifest written last)."""
 
@@ -128,6 +132,15 @@ class S3Sink(Sink):
     def stage(self, data_dir: Path, checkpoints: Path, resume: bool) -> None:
         from trainpod import storage
 
+        self.fetch(data_dir, checkpoints, resume)
+        self.uploader = storage.CheckpointUploader(self.spec.storage.checkpoints, self.settings,
+                                                   keep_last=self.spec.config.hyperparameters.keep_checkpoints)
+        self._shipper = threading.Thread(target=self._ship_loop, name="trainpod-log-ship", daemon=True)
+        self._shipper.start()
+
+    def fetch(self, data_dir: Path, checkpoints: Path, resume: bool) -> None:
+        from trainpod import storage
+
         dataset = self.spec.storage.dataset
         if storage.is_s3(dataset):
             result = storage.sync_down(dataset, data_dir, self.settings)
@@ -146,10 +159,6 @@ class S3Sink(Sink):
             if fetched is not None:
                 self.remote.add(fetched.name)
                 log.info("fetched checkpoint %s from %s", fetched.name, self.spec.storage.checkpoints)
-        self.uploader = storage.CheckpointUploader(self.spec.storage.checkpoints, self.settings,
-                                                   keep_last=self.spec.config.hyperparameters.keep_checkpoints)
-        self._shipper = threading.Thread(target=self._ship_loop, name="trainpod-log-ship", daemon=True)
-        self._shipper.start()
 
     def on_checkpoint(self, path: Path) -> None:
         if self.uploader is None:
