@@ -437,6 +437,7 @@ class FakeRunPod:
                     pod.restarts += 1
                     pod.billed_s += time.time() - pod.started_at
                     pod.log("system", "restarting the container")
+                    self.runner.stop(pod)  # the exited container is replaced, not left beside the new one
                     self._start(pod)
                 else:
                     self._halt(pod, "EXITED")
