@@ -14,7 +14,8 @@ Decisions:
 * CPU hardware is refused. RunPod has CPU pods (``deployCpuPod``), but trainpod's RunPod value is
   GPU hours; CPU runs are cheaper and simpler on ``--remote docker``/``local``, and MPS exists only
   on Apple machines.
-* Multi-node is refused: it needs RunPod instant clusters, which trainpod does not drive.
+* Multi-node is refused here: one pod is one node. ``launch PRESET --remote runpod`` sends a multi-node preset
+  to an Instant Cluster instead (:mod:`trainpod.backends.runpod_cluster`); custom jobs stay on one pod.
 * Outputs must go to ``s3://``: a pod's disk vanishes with it, and the pod terminates itself.
 * A run needs ``max_runtime_minutes`` or ``max_cost_usd`` (``--max-runtime``/``--max-cost``): the
   pod-side watchdog enforces them, so no failure mode can bill without bound.
@@ -183,8 +184,9 @@ class RunPodBackend(BackendBase):
             )
         if max(hw.nnodes, spec.launch.nnodes) > 1:
             reasons.append(
-                f"multi-node training (nnodes={max(hw.nnodes, spec.launch.nnodes)}) needs RunPod instant "
-                "clusters, which trainpod does not drive; use one pod with more GPUs (gpu_count)"
+                f"multi-node training (nnodes={max(hw.nnodes, spec.launch.nnodes)}) does not fit one pod: "
+                "`trainpod launch PRESET --remote runpod` runs a multi-node preset on a RunPod Instant Cluster; "
+                "a custom job runs on one pod (use gpu_count)"
             )
         if work.max_runtime_minutes is None and work.max_cost_usd is None:
             reasons.append("a RunPod run needs a money guard: neither max_runtime_minutes nor max_cost_usd is set; "
