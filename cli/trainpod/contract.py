@@ -123,6 +123,12 @@ def node_exit_marker(node_rank: int) -> str:
     return POD_EXIT if node_rank == 0 else f"{POD_EXIT}.node-{node_rank}"
 
 
+def node_log(node_rank: int) -> str:
+    """Where a cluster node's supervisor keeps the output of its launch line (torchrun and every rank on that
+    node), relative to the run's output: readable after the cluster is gone (``runs logs RUN --node N``)."""
+    return f"logs/node-{node_rank}.log"
+
+
 STATUS_JSON = "status.json"
 """Progress (step, loss) while running; exit code and reason once exited."""
 LOGS_DIR = "logs"

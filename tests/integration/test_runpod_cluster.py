@@ -140,14 +140,19 @@ def test_status_reads_node_markers_of_this_cluster_only(backend, s3, fake_runpod
     assert backend.status(handle).state == "failed"
 
 
-def test_logs_of_node_n_are_its_member_pods_and_a_missing_node_is_a_clear_error(backend, s3, fake_runpod):
+def test_logs_of_node_n_outlive_the_cluster_and_a_missing_node_is_a_clear_error(backend, s3, fake_runpod):
     plan, settings = _plan(backend, s3)
     handle = backend.submit(plan, settings)
-    lines = list(backend.logs(handle, node=1))
+    lines = list(backend.logs(handle, node=1))  # before node 1's supervisor uploaded anything: the pod's own log
     assert any(f"cluster {handle.provider_id} node 1:" in line for line in lines), lines
-    with pytest.raises(TrainpodError, match="no node 5") as info:
+    with pytest.raises(TrainpodError, match="has no node 5") as info:
         list(backend.logs(handle, node=5))
     assert "0..1" in info.value.hint
+    storage.write_bytes(s3.uri(f"runs/{RUN_ID}/logs/node-1.log"), b"[trainpod] node 1 of 2\nRuntimeError: x\n")
+    backend.cancel(handle)  # the cluster (and its pods' own logs) are gone ...
+    assert list(backend.logs(handle, node=1)) == ["[trainpod] node 1 of 2", "RuntimeError: x"]  # ... S3 is not
+    with pytest.raises(TrainpodError, match="node 0 left no log"):
+        list(backend.logs(handle, node=0))
     storage.write_bytes(s3.uri(f"runs/{RUN_ID}/logs/train.log"), b"step 1/6 loss 2.0\n")
     assert list(backend.logs(handle)) == ["step 1/6 loss 2.0"]  # default: rank 0's training log in S3
 

@@ -172,6 +172,9 @@ def test_two_nodes_train_like_one_process_with_the_same_global_batch_and_the_clu
     sweep = subprocess.run(cli("runs", "sweep", "--json"), capture_output=True, text=True, timeout=60)
     assert sweep.returncode == 0, sweep.stderr
     assert json.loads(sweep.stdout) == []
+    node1 = subprocess.run(cli("runs", "logs", run_id, "--node", "1"), capture_output=True, text=True, timeout=60)
+    assert node1.returncode == 0, node1.stderr
+    assert f"[trainpod] node 1 of 2, cluster {cluster.id}" in node1.stdout  # kept in S3 after the cluster went
 
 
 def test_a_killed_node_fails_the_run_ends_every_node_and_resume_finishes_the_steps(cluster_chain, s3, docker_env):
@@ -206,6 +209,9 @@ def test_a_killed_node_fails_the_run_ends_every_node_and_resume_finishes_the_ste
     assert leftover_containers(docker_env, cluster_chain) == []
 
     run_id = prefix.split("/")[2]
+    node0 = subprocess.run(cli("runs", "logs", run_id, "--node", "0"), capture_output=True, text=True, timeout=60)
+    assert node0.returncode == 0 and "Traceback" in node0.stdout, node0.stdout + node0.stderr  # why node 0 failed
+
     res = launch("--resume", run_id, *sets)
     assert res.returncode == 0, res.stdout + res.stderr + node_logs(cluster_chain)
     first, second = cluster_chain.clusters.values()

@@ -48,6 +48,7 @@ from trainpod.contract import (
     POD_EXIT,
     STATUS_JSON,
     node_exit_marker,
+    node_log,
     s3_env,
 )
 from trainpod.errors import UnsupportedError
@@ -285,16 +286,20 @@ class RunPodClusterBackend(BackendBase):
                                                  f"{handle.extra.get('gpu_type_id')}", **common)
 
     def logs(self, handle: RunHandle, follow: bool = False, node: int | None = None) -> Iterator[str]:
-        """Rank 0's ``logs/train.log`` from S3 (the trainer uploads it), or with ``node`` N that node's
-        container log (RunPod's ``GET /v2/pods/{id}/logs`` of the member pod of rank N, while the cluster
-        exists). ``follow`` tails until the run ends (and deletes a cluster that passed its limits)."""
-        if node:
+        """Rank 0's ``logs/train.log`` from S3 (the trainer uploads it), or with ``node`` N the output of that
+        node's launch line (``logs/node-N.log``, kept by its supervisor). ``follow`` tails until the run ends
+        (and deletes a cluster that passed its limits)."""
+        if node is not None:
             yield from self._node_logs(handle, node, follow)
             return
+        yield from self._tail(handle, "logs/train.log", follow)
+
+    def _tail(self, handle: RunHandle, name: str, follow: bool) -> Iterator[str]:
+        """Complete lines of ``OUTPUT/name`` as they grow; with ``follow`` until the run ends."""
         from trainpod import storage
         from trainpod.backends.base import TERMINAL_STATES
 
-        uri = handle.output.rstrip("/") + "/logs/train.log"
+        uri = handle.output.rstrip("/") + "/" + name
         seen = 0
         while True:
             data = storage.read_bytes(uri, self.settings) or b""
@@ -318,18 +323,26 @@ class RunPodClusterBackend(BackendBase):
             time.sleep(self.poll_s)
 
     def _node_logs(self, handle: RunHandle, node: int, follow: bool) -> Iterator[str]:
+        """Node N's supervisor keeps its launch line's output at ``logs/node-N.log`` (every 10 s and at exit), so
+        it is there after the cluster is gone; before the first upload, the member pod's own log (SSE)."""
+        from trainpod import storage
         from trainpod.backends.runpod_v2 import V2Client
         from trainpod.errors import TrainpodError
+        from trainpod.settings import load_settings
 
-        api = V2Client.from_settings(self.settings)
+        total = int(handle.extra.get("nodes") or 0)
+        if total and node >= total:
+            raise TrainpodError(f"run {handle.run_id} has no node {node}", f"nodes are numbered 0..{total - 1}")
+        if storage.read_bytes(handle.output.rstrip("/") + "/" + node_log(node)) is not None:
+            yield from self._tail(handle, node_log(node), follow)
+            return
+        api = V2Client.from_settings(load_settings())
         nodes = {n.rank: n.pod for n in api.cluster_pods(handle.provider_id)} if handle.provider_id else {}
         pod = nodes.get(node)
         if pod is None:
-            total = handle.extra.get("nodes")
-            raise TrainpodError(f"run {handle.run_id}: no node {node} in cluster {handle.provider_id}"
-                                f"{' (it has gone)' if not nodes else ''}",
-                                f"nodes are numbered 0..{int(total) - 1 if total else 'N-1'}; a deleted cluster's "
-                                "node logs are gone (node 0's training log stays in S3: omit --node)")
+            raise TrainpodError(f"run {handle.run_id}: node {node} left no log (no {node_log(node)} in "
+                                f"{handle.output}, and cluster {handle.provider_id} is gone)",
+                                "node 0's training log is in S3: omit --node")
         last = None
         while True:
             for event in api.logs(pod.id, last_event_id=last, tail=5000):

@@ -53,6 +53,7 @@ from trainpod.contract import (
     POD_EXIT,
     POD_STUCK,
     node_exit_marker,
+    node_log,
     shell_exit_code,
 )
 from trainpod.credentials import stop_before_expiry
@@ -136,6 +137,63 @@ def deadline_for(spec: RunSpec, cost_per_hr: float | None) -> Deadline:
     if not limits:
         return Deadline(None, "no limit")
     return Deadline(*min(limits))
+
+
+class NodeLog:
+    """A cluster node's launch-line output, passed through to the container log and kept (the last
+    ``MAX_BYTES``) at ``OUTPUT/logs/node-N.log``, uploaded every ``INTERVAL_S`` and when the child exits: the
+    node's log must outlive the cluster (deleted as a whole when the run ends or fails)."""
+
+    MAX_BYTES = 2 * 1024 * 1024
+    INTERVAL_S = 10.0
+
+    def __init__(self, supervisor: Supervisor, child: subprocess.Popen[bytes]):
+        import threading
+
+        node = supervisor.node
+        assert node is not None and child.stdout is not None
+        self.uri = output_uri(supervisor.spec) + "/" + node_log(node.rank)
+        self.storage = supervisor.storage
+        self.buf = bytearray(f"[trainpod] node {node.rank} of {node.count}, cluster {supervisor.cluster_id}, pod "
+                             f"{supervisor.pod_id}: {' '.join(supervisor.command)}\n".encode())
+        self.lock = threading.Lock()
+        self.dirty = True
+        self.done = threading.Event()
+        self.reader = threading.Thread(target=self._read, args=(child.stdout,), name="node-log", daemon=True)
+        self.shipper = threading.Thread(target=self._ship_loop, name="node-log-ship", daemon=True)
+        self.reader.start()
+        self.shipper.start()
+
+    def _read(self, stream: Any) -> None:
+        out = getattr(sys.stdout, "buffer", None)
+        for line in iter(stream.readline, b""):
+            if out is not None:
+                out.write(line)
+                out.flush()
+            with self.lock:
+                self.buf += line
+                if len(self.buf) > self.MAX_BYTES:
+                    del self.buf[: len(self.buf) - self.MAX_BYTES]
+                self.dirty = True
+
+    def _ship_loop(self) -> None:
+        while not self.done.wait(self.INTERVAL_S):
+            self.ship()
+
+    def ship(self) -> None:
+        with self.lock:
+            if not self.dirty:
+                return
+            data, self.dirty = bytes(self.buf), False
+        try:
+            self.storage.write_bytes(self.uri, data)
+        except TrainpodError as exc:  # the log is a convenience: never a reason to stop the run
+            log.warning("cannot upload this node's log to %s: %s", self.uri, exc.message)
+
+    def close(self) -> None:
+        self.reader.join(timeout=10)
+        self.done.set()
+        self.ship()
 
 
 class Supervisor:
@@ -229,8 +287,13 @@ class Supervisor:
 
     def _supervise(self, deadline: Deadline) -> int:
         previous = {sig: signal.signal(sig, self._forward) for sig in STOP_SIGNALS}
+        tee = None
         try:
-            self.child = subprocess.Popen(self.command)
+            if self.node is not None:  # a cluster node: its output also goes to S3 (logs/node-N.log)
+                self.child = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                tee = NodeLog(self, self.child)
+            else:
+                self.child = subprocess.Popen(self.command)
             if self.stop_reason is not None:  # a signal arrived while the child was being started
                 self.child.send_signal(signal.SIGTERM)
             started = self.clock()
@@ -250,6 +313,8 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if tee is not None:
+                tee.close()
 
     def _forward(self, signum: int, _frame: Any) -> None:
         if self.stop_reason is None:
