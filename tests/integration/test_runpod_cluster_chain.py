@@ -103,7 +103,7 @@ def cli(*args: str) -> list[str]:
 
 
 def launch(*extra: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli("launch", "smoke-cluster", "--remote", "runpod", "--max-runtime", "10", *extra),
+    return subprocess.run(cli("launch", "smoke-cluster", "--remote", "runpod", "--yes", "--max-runtime", "10", *extra),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -179,7 +179,7 @@ def test_two_nodes_train_like_one_process_with_the_same_global_batch_and_the_clu
 
 def test_a_killed_node_fails_the_run_ends_every_node_and_resume_finishes_the_steps(cluster_chain, s3, docker_env):
     sets = ("--set", f"max_steps={KILL_STEPS}", "--set", f"eval_steps={KILL_STEPS}")
-    proc = subprocess.Popen(cli("launch", "smoke-cluster", "--remote", "runpod", "--max-runtime", "10", *sets),
+    proc = subprocess.Popen(cli("launch", "smoke-cluster", "--remote", "runpod", "--yes", "--max-runtime", "10", *sets),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         end = time.monotonic() + 300
