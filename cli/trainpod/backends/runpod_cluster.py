@@ -153,6 +153,12 @@ class RunPodClusterBackend(BackendBase):
         notes.append(f"{nnodes} nodes x {per_node} GPU {hw.runpod_gpu_type_id}; rendezvous at "
                      f"$PRIMARY_ADDR:$PRIMARY_PORT, join_timeout {hw.rendezvous_timeout_s}s; "
                      f"inter-node interface: {interface or 'not set in the hardware table'}")
+        if cfg.deepspeed:
+            # each rank writes its ZeRO shard to its own node's disk, and only node 0 uploads: the checkpoints in
+            # S3 lack the other nodes' shards (the final weights are gathered on rank 0 and are complete)
+            notes.append(f"WARNING: DeepSpeed ({cfg.deepspeed}) checkpoints of a {nnodes}-node run keep only node "
+                         "0's shards in S3: --resume of this run cannot restore the other nodes' optimizer state "
+                         "yet (the final weights are complete)")
         provider_request = {
             "api": "v2",
             "method": "POST",
