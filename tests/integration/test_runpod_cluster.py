@@ -8,6 +8,7 @@ what the nodes' supervisors would write, so no Docker is needed (the container c
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -181,3 +182,48 @@ def test_sweep_finds_clusters_that_should_not_bill(backend, s3, fake_runpod):
     swept = {i.cluster_id for i in sweep(settings, delete=True, include_unknown=True) if i.deleted}
     assert swept == {stranger.id}
     assert [c.id for c in V2Client.from_settings(settings).clusters()] == [live.provider_id]
+
+
+# ------------------------------------------------------------------------------------------------ node supervisor
+def _node(fake_runpod, v2_client, tmp_path, rank: int, child: str, **overrides):
+    """A supervisor on cluster node ``rank`` (its pod-scoped key, as inside the pod), over a local output."""
+    import sys
+
+    from trainpod.pod.supervisor import ClusterNode, Supervisor, TrainpodStorage
+
+    cluster = v2_client.create_cluster(_request())
+    member = fake_runpod.pods[v2_client.cluster_pods(cluster.id)[rank].pod.id]
+    cfg = load_catalog(use_cwd=False).resolve("smoke", overrides)
+    spec = RunSpec(run_id="node-run", created="2026-01-01T00:00:00+00:00", remote="runpod", config=cfg,
+                   image="img:test", storage=StorageURIs(dataset=cfg.dataset.path, output=str(tmp_path / "out")),
+                   stop_grace_seconds=2.0)
+    waits: list[float] = []
+    sup = Supervisor(spec, [sys.executable, "-c", child], pod_id=member.id, storage=TrainpodStorage(),
+                     api=V2Client(member.api_key, retries=2, backoff_s=0.01), node=ClusterNode(rank, 2),
+                     sleep=waits.append)
+    return sup, cluster, member, waits
+
+
+def test_each_nodes_watchdog_spends_max_cost_for_the_whole_cluster_and_a_stopped_node_ends_it(
+        fake_runpod, v2_client, tmp_path):
+    # one node costs $15.12/h (8 x $1.89); $0.0168 is 2 s of two nodes (4 s of one): the watchdog must use both
+    sup, cluster, member, waits = _node(fake_runpod, v2_client, tmp_path, 1, "import time; time.sleep(60)",
+                                        max_cost_usd=0.0168, max_runtime_minutes=None)
+    started = time.monotonic()
+    code = sup.run()
+    took = time.monotonic() - started
+    assert code == 128 + 15 and took < 3.5, took  # SIGTERM at the cluster-wide deadline (~2 s), not ~4 s
+    marker = json.loads((tmp_path / "out" / "POD_EXIT.node-1").read_text())
+    assert marker["cluster_id"] == cluster.id and marker["node_rank"] == 1
+    assert "max_cost_usd=0.0168 at $30.24/h" in marker["reason"]
+    assert waits == []  # not a finished or coordinated stop: the cluster is deleted at once
+    assert fake_runpod.clusters[cluster.id].deleted_by == "pod"
+
+
+def test_a_finished_node_other_than_0_waits_for_node_0_before_ending_the_cluster(fake_runpod, v2_client, tmp_path):
+    sup, cluster, member, waits = _node(fake_runpod, v2_client, tmp_path, 1, "pass")
+    assert sup.run() == 0
+    assert waits == [2.0 + sup.node_wait_extra_s]  # node 0 (still writing outputs) normally deletes it meanwhile
+    assert fake_runpod.clusters[cluster.id].deleted_by == "pod"  # ...else this node does, afterwards
+    log = (tmp_path / "out" / "logs" / "node-1.log").read_text()
+    assert log.startswith(f"[trainpod] node 1 of 2, cluster {cluster.id}, pod {member.id}:")
