@@ -34,7 +34,10 @@ def _settings(**kw: str) -> Settings:
 
 
 def _plan(make_spec, hardware: str, settings: Settings | None = None, uid: int = 1000) -> LaunchPlan:
-    spec = make_spec("smoke", hardware, dataset="/srv/datasets/sample", output="/srv/runs/smoke", image=IMAGE)
+    # several nodes need an output every node reaches (the docker backend refuses a local one for them)
+    multi = load_catalog(use_cwd=False).get("hardware", hardware).nnodes > 1
+    spec = make_spec("smoke", hardware, dataset="/srv/datasets/sample",
+                     output="s3://bucket/runs/smoke" if multi else "/srv/runs/smoke", image=IMAGE)
     spec = spec.model_copy(update={"launch": launch_shape(spec.config)})
     return DockerBackend(uid=uid, gid=uid, cpus=8).plan(spec, settings or _settings())
 
@@ -85,13 +88,16 @@ def test_plan_shape(make_spec, hardware: str) -> None:
         assert req["shm_size"] == "2g" and "device_requests" not in req
     by_target = {m.target: m for m in plan.mounts}
     assert by_target["/data"].source == "/srv/datasets/sample" and by_target["/data"].read_only
-    assert by_target["/output"].source == "/srv/runs/smoke" and not by_target["/output"].read_only
     assert by_target["/cache/huggingface"].source == "/home/user/.local/state/trainpod/hf-cache"
-    # the spec inside the container sees the mount targets; the plan keeps the host view
     inner = RunSpec.from_json(plan.env["TRAINPOD_RUN_SPEC"])
-    assert (inner.storage.dataset, inner.storage.output) == ("/data", "/output")
     assert inner.config == plan.spec.config and inner.image == IMAGE
-    assert plan.spec.storage.output == "/srv/runs/smoke"
+    if hw.nnodes > 1:  # every node writes to the shared S3 output: nothing of the host is mounted for it
+        assert "/output" not in by_target and inner.storage.output == plan.spec.storage.output == "s3://bucket/runs/smoke"
+    else:
+        assert by_target["/output"].source == "/srv/runs/smoke" and not by_target["/output"].read_only
+        # the spec inside the container sees the mount targets; the plan keeps the host view
+        assert (inner.storage.dataset, inner.storage.output) == ("/data", "/output")
+        assert plan.spec.storage.output == "/srv/runs/smoke"
     # one process per device: torchrun for multi-GPU / multi-process profiles
     if hw.procs_per_node > 1:
         assert f"--nproc-per-node={hw.procs_per_node}" in req["command"]
