@@ -54,7 +54,7 @@ def main() -> int:
         tree = images.copy_source_tree(Path(tmp) / "tree", ROOT)
         cold = images.image_plan(args.hardware, hw, settings, base_image=args.base_image, root=tree)
         cold_s = timed_build(cold, client, no_cache=True)
-        edited = tree / "cli" / "trainpod" / "images.py"
+        edited = tree / "cli" / "trainpod" / "images" / "plan.py"
         edited.write_text(edited.read_text() + f"\n# benchmark edit {time.time_ns()}\n")
         warm = images.image_plan(args.hardware, hw, settings, base_image=args.base_image, root=tree)
         rebuild_s = timed_build(warm, client, no_cache=False)

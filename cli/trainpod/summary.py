@@ -437,7 +437,7 @@ def _image_facts(plan: LaunchPlan, settings: Any) -> tuple[bool | None, bool | N
             local = False
         remote: bool | None = None
         if plan.backend in PAID_BACKENDS and _has_registry(plan.image):
-            from trainpod.images import _auth
+            from trainpod.images.engine import _auth
 
             try:
                 client.images.get_registry_data(plan.image, auth_config=_auth(settings))

@@ -90,7 +90,8 @@ def test_project_requirements_install_through_the_ca_bundle_and_wheelhouse_witho
     hardware image already has (torch) is installed twice."""
     import subprocess
 
-    from trainpod.images import _default_ca_bundle, build_project, project_image_plan
+    from trainpod.images import build_project, project_image_plan
+    from trainpod.images.fetch import _default_ca_bundle
     from trainpod.settings import load_settings
 
     ca = _default_ca_bundle() or subprocess.run(

@@ -70,7 +70,7 @@ def test_context_is_small_and_deterministic(docker_env, cpu_image, tmp_path) -> 
         names = tar.getnames()
         assert {m.mtime for m in tar.getmembers()} == {images.FIXED_MTIME}
     source = [n for n in names if n.startswith("src/")]
-    assert "src/pyproject.toml" in names and "src/cli/trainpod/images.py" in names
+    assert "src/pyproject.toml" in names and "src/cli/trainpod/images/plan.py" in names
     assert "src/trainer/trainpod_trainer/__main__.py" in names and "src/profiles/training.toml" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     with tarfile.open(first) as tar:
@@ -82,7 +82,7 @@ def test_code_only_change_rebuilds_last_layers_without_secrets(docker_env, cpu_i
                                                                monkeypatch) -> None:
     # a copy of the tree with one source file changed (unique per run, so this really builds)
     tree = copy_tree(tmp_path / "tree", src=image_tree)
-    changed = tree / "cli" / "trainpod" / "images.py"
+    changed = tree / "cli" / "trainpod" / "images" / "plan.py"
     changed.write_text(changed.read_text() + f"\n# edited by the test {uuid.uuid4().hex}\n")
     # canary secrets everywhere a careless build could pick them up
     for var in ("TRAINPOD_REGISTRY_PASSWORD", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "RUNPOD_API_KEY"):
