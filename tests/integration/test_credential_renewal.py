@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from trainpod import credentials, podside, storage
+from trainpod import credentials, storage
 from trainpod.backends.runpod import RunPodBackend
 from trainpod.config.loader import load_catalog
+from trainpod.pod import supervisor as podside
 from trainpod.settings import load_settings
 from trainpod.spec import RunSpec, StorageURIs
 
