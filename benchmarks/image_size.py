@@ -115,7 +115,7 @@ def main() -> int:
         result["duplicated_files"] = len(dup["files"])
 
         if not args.skip_rebuild:
-            edited = tree / "cli" / "trainpod" / "images.py"
+            edited = tree / "cli" / "trainpod" / "images" / "plan.py"
             edited.write_text(edited.read_text() + f"\n# benchmark edit {time.time_ns()}\n")
             warm = images.image_plan(args.hardware, hw, settings, base_image=args.base_image, root=tree)
             start = time.perf_counter()

@@ -96,7 +96,7 @@ def test_fetch_sources_do_not_change_the_tag(pip_conf) -> None:
 
 
 def test_no_public_package_host_is_written_in_the_images_or_their_planner() -> None:
-    paths = [*sorted((ROOT / "images").iterdir()), ROOT / "cli" / "trainpod" / "images.py"]
+    paths = [*sorted((ROOT / "images").iterdir()), *sorted((ROOT / "cli" / "trainpod" / "images").glob("*.py"))]
     for path in paths:
         text = path.read_text(encoding="utf-8")
         assert not [h for h in PUBLIC_HOSTS if h in text], path
