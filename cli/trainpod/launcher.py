@@ -6,18 +6,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trainpod import deps
 from trainpod.backends import get_backend
-from trainpod.backends.base import TERMINAL_STATES, Backend, LaunchPlan, RunHandle, RunStatus
+from trainpod.backends.base import Backend, LaunchPlan, RunHandle, RunStatus
 from trainpod.catalog_views import resolve_preset
 from trainpod.config import Catalog, TrainingConfig, load_catalog
 from trainpod.config.schema import Job
 from trainpod.errors import ConfigError, TrainpodError
+from trainpod.follow import (  # after submit; callers of the launcher find these here too
+    Follow,
+    cancel_run,
+    download_outputs,
+    exit_code_for,
+    final_status,
+    follow,
+    is_terminal,
+    registry,
+)
 from trainpod.runs import RunRegistry
 from trainpod.settings import Settings, load_settings
 from trainpod.spec import (
@@ -350,77 +360,6 @@ def submit(prep: Prepared, on_line: Callable[[str], None] | None = None, *,
     return prep, handle
 
 
-class Follow:
-    """The run's log lines until it ends; a preempted run is relaunched where the backend does that (a RunPod spot
-    pod, bounded) and followed on. ``handle`` is the current attempt's, for the final status."""
-
-    def __init__(self, backend: Backend, handle: RunHandle, settings: Settings | None = None):
-        self.backend, self.handle = backend, handle
-        self.settings = settings or backend.settings
-        self.relaunches = 0
-
-    def __iter__(self) -> Iterator[str]:
-        printed = 0  # a relaunched pod restores the log and appends to it: skip what was shown already
-        while True:
-            for i, line in enumerate(self.backend.logs(self.handle, follow=True)):
-                if i >= printed:
-                    printed += 1
-                    yield line
-            status = self.backend.status(self.handle)
-            new = None
-            if status.state == "preempted":
-                new = self.backend.relaunch(self.handle, self.settings)
-            if new is None:
-                yield from self.backend.release(self.handle, status, self.settings)  # e.g. the pod stopped billing
-                return
-            self.relaunches += 1
-            yield f"[trainpod] run {self.handle.run_id} was preempted: relaunching (resumes from its last checkpoint)"
-            self.handle = new
-
-
-def follow(backend: Backend, handle: RunHandle, settings: Settings | None = None) -> Follow:
-    return Follow(backend, handle, settings)
-
-
-def download_outputs(settings: Settings, handle: RunHandle) -> Path | None:
-    """Bring a finished remote run's outputs (adapter, metadata, logs; not checkpoints) to
-    ``output_dir/RUN_ID`` and record where in the run registry. None for local outputs."""
-    from trainpod import storage
-
-    if not storage.is_s3(handle.output):
-        return None
-    dest = Path(settings.output_dir).expanduser().resolve() / handle.run_id
-    storage.sync_down(handle.output, dest, settings)
-    RunRegistry(settings.state_path).update(handle.run_id, downloaded=str(dest), finished=utcnow_iso())
-    return dest
-
-
-def final_status(backend: Backend, handle: RunHandle) -> RunStatus:
-    return backend.status(handle)
-
-
-def exit_code_for(status: RunStatus) -> int:
-    if status.exit_code is not None:
-        return status.exit_code
-    return 0 if status.state == "succeeded" else 1
-
-
-def is_terminal(status: RunStatus) -> bool:
-    return status.state in TERMINAL_STATES
-
-
-def cancel_run(registry: RunRegistry, run_id: str, settings: Settings | None = None) -> tuple[RunHandle, RunStatus | None]:
-    """Cancel ``run_id`` (unique prefixes work). A run that already finished (succeeded, failed or
-    cancelled) is left exactly as it is: returns its final status instead of ``None``."""
-    handle = registry.get(run_id)
-    backend = get_backend(handle.backend, settings)
-    status = backend.status(handle)
-    if status.state in TERMINAL_STATES:
-        return handle, status
-    backend.cancel(handle)
-    registry.save(handle)
-    return handle, None
-
-
-def registry(settings: Settings | None = None) -> RunRegistry:
-    return RunRegistry((settings or load_settings()).state_path)
+__all__ = ["Follow", "LaunchRequest", "Prepared", "cancel_run", "download_outputs", "ensure_images", "exit_code_for",
+           "final_status", "finished_already", "follow", "is_terminal", "pin_dataset", "plan_images", "prepare",
+           "preflight", "registry", "resolve_job", "submit"]
