@@ -11,6 +11,7 @@ checkpoint interval.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -74,12 +75,14 @@ def _trial(i: int, docker_env, cpu_image, image_tree, make_spec, s3) -> dict:
             time.sleep(0.2)
         sent = time.time()
         container.kill(signal="SIGTERM")
-        killed = False
         try:
             code = container.wait(timeout=KILL_AFTER_S)["StatusCode"]
         except Exception:  # noqa: BLE001 - the SDK raises a requests timeout: past the warning, SIGKILL
-            container.kill()
-            code, killed = container.wait(timeout=60)["StatusCode"], True
+            with contextlib.suppress(Exception):  # it may have exited in the meantime (409 from the engine)
+                container.kill()
+            code = container.wait(timeout=60)["StatusCode"]
+        took = time.time() - sent
+        killed = code == 137  # 128 + SIGKILL
         lines = _lines(container)
         at_term = max((int(t.split("step ", 1)[1].split("/", 1)[0]) for w, t in lines
                        if " INFO step " in t and w <= sent), default=0)
@@ -104,7 +107,7 @@ def _trial(i: int, docker_env, cpu_image, image_tree, make_spec, s3) -> dict:
     ok = (final == 0 and steps == MAX_STEPS and resumed_from > 0
           # the clock is read after each step: at most the interval plus one step is lost
           and f"step-{resumed_from:08d}" in second_log and lost_s <= INTERVAL_MIN * 60 + step_s + 1.0)
-    return {"ok": ok, "term_at": at_term, "exit": code, "sigkill": killed, "resumed_from": resumed_from,
+    return {"ok": ok, "term_at": at_term, "exit": code, "sigkill": killed, "took_s": took, "resumed_from": resumed_from,
             "lost_steps": at_term - resumed_from, "lost_s": lost_s, "final_steps": steps, "step_s": step_s,
             "detail": "" if ok else second_log[-1500:]}
 
@@ -113,7 +116,8 @@ def test_spot_preemption_sigterm_then_sigkill_5s_resumes_to_the_same_steps(docke
                                                                          make_spec, s3, chaos_record):
     trials = [_trial(i, docker_env, cpu_image, image_tree, make_spec, s3) for i in range(TRIALS)]
     passed = sum(t["ok"] for t in trials)
-    per = "; ".join(f"SIGTERM at step {t['term_at']} -> exit {t['exit']}{' (SIGKILLed)' if t['sigkill'] else ''}, "
+    per = "; ".join(f"SIGTERM at step {t['term_at']} -> exit {t['exit']} after {t['took_s']:.1f}s"
+                    f"{' (SIGKILLed)' if t['sigkill'] else ''}, "
                     f"resumed from {t['resumed_from']}, lost {max(t['lost_steps'], 0)} steps / "
                     f"{max(t['lost_s'], 0.0):.1f}s" for t in trials)
     chaos_record("spot: SIGTERM, SIGKILL 5s later -> resume (docker, s3)", TRIALS, passed,
@@ -123,4 +127,4 @@ def test_spot_preemption_sigterm_then_sigkill_5s_resumes_to_the_same_steps(docke
     assert passed == TRIALS, trials
     # stopped by itself within the 5 s (exit 3, STOPPED) or SIGKILLed (137) when the step in flight was longer
     # than the grace: never a crash, and either way the resume above found a complete checkpoint
-    assert all((t["exit"], t["sigkill"]) in ((3, False), (137, True)) for t in trials), trials
+    assert all(t["exit"] in (3, 137) for t in trials), trials
