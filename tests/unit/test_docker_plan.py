@@ -46,8 +46,11 @@ def _snapshot_view(plan: LaunchPlan) -> dict:
     shown = plan.display()
     shown.pop("spec")
     shown["env"]["TRAINPOD_RUN_SPEC"] = SPEC_PLACEHOLDER
+    quoted = shlex.quote("TRAINPOD_RUN_SPEC=" + plan.env["TRAINPOD_RUN_SPEC"])
     shown["provider_request"]["docker_run"] = plan.provider_request["docker_run"].replace(
-        shlex.quote("TRAINPOD_RUN_SPEC=" + plan.env["TRAINPOD_RUN_SPEC"]), f"'TRAINPOD_RUN_SPEC={SPEC_PLACEHOLDER}'")
+        quoted, f"'TRAINPOD_RUN_SPEC={SPEC_PLACEHOLDER}'")
+    for node in shown["provider_request"].get("nodes", []):  # one container per node, each with the spec
+        node["docker_run"] = node["docker_run"].replace(quoted, f"'TRAINPOD_RUN_SPEC={SPEC_PLACEHOLDER}'")
     return shown
 
 

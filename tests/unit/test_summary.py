@@ -29,6 +29,7 @@ SNAPSHOTS = Path(__file__).parent / "test_summary_snapshots"
 PRESETS = sorted(load_catalog(use_cwd=False).presets)
 BACKENDS = ("local", "docker", "runpod")
 DEFAULTS = str(Path(trainpod.__file__).resolve().parent / "_defaults")
+REPO = str(Path(__file__).resolve().parents[2])  # the checkout: shown as <repo>, so snapshots hold in any clone
 RUNPOD_PRESETS = {"oracle-rauru-cloud", "oracle-rauru-a100", "oracle-rauru-2x4090", "oracle-rauru-4xa100-full",
                   "oracle-rauru-2x8h100-full", "oracle-rauru-2x8a100-lora"}
 
@@ -61,7 +62,7 @@ def _text(preset: str, backend: str, tmp_path: Path) -> str | None:
         return None
     facts = summary.gather_facts(plan, _settings(tmp_path), probe_images=False)
     facts = dataclasses.replace(facts, missing_packages=())  # depends on the venv, not on the plan
-    return summary.render_text(summary.build(plan, facts)).replace(DEFAULTS, "<defaults>")
+    return summary.render_text(summary.build(plan, facts)).replace(DEFAULTS, "<defaults>").replace(REPO, "<repo>")
 
 
 @pytest.mark.parametrize("preset", PRESETS)
