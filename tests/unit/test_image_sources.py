@@ -100,3 +100,15 @@ def test_no_public_package_host_is_written_in_the_images_or_their_planner() -> N
     for path in paths:
         text = path.read_text(encoding="utf-8")
         assert not [h for h in PUBLIC_HOSTS if h in text], path
+
+
+def test_project_layers_use_the_same_package_sources(pip_conf, tmp_path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print('hi')\n")
+    plan = images.project_image_plan("trainpod:cpu-0123456789ab", project, None, Settings())
+    assert plan.fetch_args["INDEX_URL"] == "https://mirror.corp.invalid/simple"
+    assert plan.fetch_args["EXTRA_INDEX_URLS"] == "https://extra.corp.invalid/simple"
+    other = images.project_image_plan("trainpod:cpu-0123456789ab", project, None,
+                                      Settings(build_index_url="https://set.corp.invalid/simple"))
+    assert other.fetch_args["INDEX_URL"] == "https://set.corp.invalid/simple" and other.tag == plan.tag

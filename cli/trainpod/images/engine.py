@@ -231,7 +231,8 @@ def build_project(plan: ProjectImagePlan, *, client: Any = None, on_line: Callab
         ctx.seek(0)
         stream = client.api.build(fileobj=ctx, custom_context=True, tag=plan.tag, network_mode="host", rm=True,
                                   forcerm=True, pull=False, decode=True, dockerfile="Dockerfile",
-                                  buildargs={"BASE_IMAGE": plan.base_image, "CONTENT_HASH": plan.content_hash})
+                                  buildargs={**plan.fetch_args, "BASE_IMAGE": plan.base_image,
+                                             "CONTENT_HASH": plan.content_hash})
         _follow_build(stream, "project image build", on_line)
     _check_built(client, plan.tag)
     return True

@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 from typing import IO
 
+from pydantic import Field
+
 from trainpod.errors import ConfigError
 from trainpod.images.context import _write_tar
-from trainpod.images.fetch import _fetch_helpers
+from trainpod.images.fetch import _fetch_helpers, pip_sources
 from trainpod.images.layout import IMAGES_DIR
 from trainpod.images.plan import _BuildPlan, _image_tag, context_hashes
 from trainpod.settings import Settings
@@ -28,6 +30,7 @@ class ProjectImagePlan(_BuildPlan):
     project_dir: str
     requirements: str | None
     context_files: list[str]
+    fetch_args: dict[str, str] = Field(default_factory=dict, description="pip's indexes for the deps stage")
 
 
 def _ignore_patterns(project: Path) -> list[str]:
@@ -114,7 +117,7 @@ def project_image_plan(base_image: str, project_dir: str | os.PathLike[str], req
     return ProjectImagePlan(base_image=base_image, project_dir=str(project.resolve()), requirements=requirements,
                             tag=tag, content_hash=content_hash,
                             context_files=build_files + [f"project/{r}" for r, _ in files],
-                            ca_bundle=ca, wheelhouse=wheels)
+                            ca_bundle=ca, wheelhouse=wheels, fetch_args=pip_sources(settings).build_args())
 
 
 def write_project_context(plan: ProjectImagePlan, out: IO[bytes]) -> int:
