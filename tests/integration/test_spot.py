@@ -29,7 +29,7 @@ def test_checkpoints_follow_the_clock_when_save_steps_never_comes(tmp_path) -> N
     out = tmp_path / "out"
     # save_steps beyond the run: without the clock there would be no checkpoint at all
     spec = write_spec(out, "spot-clock", max_steps=40, save_steps=1000, eval_steps=1000, logging_steps=1,
-                      keep_checkpoints=50, checkpoint_every_minutes=0.01)
+                      keep_checkpoints=50, checkpoint_every_minutes=0.005)
     res = run_trainer(spec, timeout=180, OMP_NUM_THREADS="1")
     assert res.returncode == 0, res.stderr[-2000:]
     steps = _written(res.stderr)
@@ -49,14 +49,14 @@ def test_checkpoint_every_minutes_zero_means_steps_only(tmp_path) -> None:
 
 
 def test_sigterm_with_a_grace_too_short_keeps_the_last_complete_checkpoint(tmp_path) -> None:
-    """A 0.05 s grace cannot fit a checkpoint write (measured at the last clock checkpoint): the trainer
+    """A 1 ms grace cannot fit a checkpoint write (measured at the last clock checkpoint): the trainer
     stops at once, writes nothing new, and the newest complete checkpoint is the clock's; resuming finishes."""
     from trainpod.spec import RunSpec
 
     out = tmp_path / "out"
     path = write_spec(out, "spot-short-grace", max_steps=80, save_steps=1000, eval_steps=1000, logging_steps=1,
                       checkpoint_every_minutes=0.01)
-    spec = RunSpec.load(path).model_copy(update={"stop_grace_seconds": 0.05})
+    spec = RunSpec.load(path).model_copy(update={"stop_grace_seconds": 0.001})
     spec.write(path)
     proc = start_trainer(path, OMP_NUM_THREADS="1")
     wait_for(lambda: bool(list_checkpoints(out / "checkpoints")) and max(read_metrics(out)) >= 15, timeout=120,
