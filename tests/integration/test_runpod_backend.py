@@ -130,6 +130,22 @@ def test_logs_follow_streams_the_pods_own_output_and_falls_back_to_s3(backend, s
     assert "live log is unavailable" in lines[0] and lines[1:] == ["from s3"]
 
 
+def test_logs_follow_catches_up_from_s3_when_the_pod_ended_before_streaming_its_last_lines(
+        backend, s3, fake_runpod):
+    """A job prints its last lines, ships its log, and the pod terminates itself at once: the log stream ends
+    without them. The follower prints what the S3 log has after the last line it showed, each line once."""
+    plan, settings = _plan(backend, s3)
+    handle = backend.submit(plan, settings)
+    pod = fake_runpod.pods[handle.provider_id]
+    pod.log("container", "step 1 loss 2.0")
+    pod.log("container", "step 2 loss 1.9")  # streamed; the two lines below never reach the stream
+    storage.write_bytes(handle.output + "/logs/train.log",
+                        b"step 1 loss 2.0\nstep 2 loss 1.9\nstep 3 loss 1.8\ndone: w=0.5\n")
+    storage.write_bytes(handle.output + "/DONE", b"{}")
+    lines = [line for line in backend.logs(handle, follow=True) if not line.startswith("[runpod]")]
+    assert lines == ["step 1 loss 2.0", "step 2 loss 1.9", "step 3 loss 1.8", "done: w=0.5"]
+
+
 def test_an_error_pod_is_terminated_and_reported_with_its_system_log(backend, s3, fake_runpod):
     plan, settings = _plan(backend, s3)
     fake_runpod.pull_errors.add(plan.image)

@@ -19,6 +19,7 @@ from trainpod.contract import (
     STATUS_JSON,
     state_after_exit,
 )
+from trainpod.errors import TrainpodError
 from trainpod.settings import Settings
 
 
@@ -104,6 +105,7 @@ class PodObserver:
 
         api = V2Client.from_settings(self.settings)
         cursor: str | None = None
+        last_line: str | None = None  # the container's last line shown, to catch up from the S3 log at the end
         assert handle.provider_id is not None
         while True:
             checked = time.monotonic()
@@ -112,7 +114,11 @@ class PodObserver:
             try:
                 for event in stream:
                     cursor = event.id or cursor
-                    yield event.line if event.source == "container" else f"[runpod] {event.line}"
+                    if event.source == "container":
+                        last_line = event.line
+                        yield event.line
+                    else:
+                        yield f"[runpod] {event.line}"
                     if time.monotonic() - checked >= self.recheck_s:
                         break  # a stream that never ends must not starve the backstop: check, then resume
             except PodNotFoundError:
@@ -122,6 +128,7 @@ class PodObserver:
                 stream.close()
             status = self.status(handle)
             if status.state in TERMINAL_STATES + ("unknown", "preempted"):
+                yield from self._s3_log_after(handle, last_line)
                 return
             over = self.over_limit(handle, status)
             if over is not None:
@@ -129,6 +136,24 @@ class PodObserver:
                 self.cancel(handle)
                 continue
             time.sleep(min(self.poll_s, 1.0))
+
+    def _s3_log_after(self, handle: RunHandle, last_line: str | None) -> Iterator[str]:
+        """The end of the run's S3 log after ``last_line``: a pod that ends right after its last lines is gone
+        before its log stream delivered them, and the S3 log (shipped last, before DONE) has them. Nothing when
+        the S3 log does not contain ``last_line`` (no way to tell what was shown)."""
+        from trainpod import storage
+
+        if last_line is None or not last_line.strip():
+            return
+        try:
+            data = storage.read_bytes(handle.output.rstrip("/") + "/logs/train.log", self.settings) or b""
+        except TrainpodError:  # the catch-up is best effort: the run's outcome does not depend on it
+            return
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        for i in range(len(lines) - 1, -1, -1):
+            if lines[i] == last_line:
+                yield from (line for line in lines[i + 1:] if line)
+                return
 
     def _s3_log(self, handle: RunHandle, follow: bool) -> Iterator[str]:
         from trainpod import storage
