@@ -28,8 +28,7 @@ happens on the laptop (PEERS.md complaints 1, 2 and 10):
    trainer exits, another node at once when its trainer crashed, else after waiting for node 0 (bounded).
 
 Only the standard library, our API clients (with their stdlib transports: the image has neither the runpod
-SDK nor httpx) and :mod:`trainpod.storage` (exists/read/write for local paths and ``s3://``) are used.
-"""
+SDK nor httpx) and :mod:`trainpod.storage` (exists/read/write for local paths and ``s3://``) are used."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from trainpod.backends.runpod_api import GraphQLClient, RunPodAPI, RunPodAPIError, urllib_transport
 from trainpod.backends.runpod_v2 import UrllibTransport, V2Client
@@ -50,150 +48,29 @@ from trainpod.contract import (
     DONE,
     EXIT_OK,
     EXIT_STOPPED,
-    POD_EXIT,
-    POD_STUCK,
     node_exit_marker,
-    node_log,
     shell_exit_code,
 )
 from trainpod.credentials import stop_before_expiry
 from trainpod.errors import TrainpodError
+from trainpod.pod.cluster import ClusterNode, NodeLog
+from trainpod.pod.teardown import end_pod
+from trainpod.pod.watchdog import (
+    STOP_SIGNALS,
+    STUCK_MARKER,
+    Deadline,
+    Storage,
+    TrainpodStorage,
+    deadline_for,
+    log,
+    output_uri,
+)
 from trainpod.redact import install_log_redaction
 from trainpod.spec import RunSpec, utcnow_iso
 
-log = logging.getLogger("trainpod.pod.supervisor")
-
-EXIT_MARKER = POD_EXIT
-STUCK_MARKER = POD_STUCK
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-@dataclass(frozen=True)
-class ClusterNode:
-    """This container's place in a RunPod Instant Cluster (from ``NODE_RANK`` and ``NUM_NODES``)."""
-
-    rank: int
-    count: int
-
-    @classmethod
-    def from_env(cls, env: Any) -> ClusterNode | None:
-        try:
-            count, rank = int(env.get("NUM_NODES") or 1), int(env.get("NODE_RANK", ""))
-        except ValueError:
-            return None
-        return cls(rank, count) if count > 1 and 0 <= rank < count else None
-
-
-class Storage(Protocol):
-    """The three storage calls the supervisor makes (trainpod.storage in production)."""
-
-    def exists(self, uri: str) -> bool: ...
-
-    def read_bytes(self, uri: str) -> bytes | None: ...
-
-    def write_bytes(self, uri: str, data: bytes) -> None: ...
-
-
-class TrainpodStorage:
-    """:class:`Storage` over :mod:`trainpod.storage` (imported lazily: boto3 only for s3://)."""
-
-    def exists(self, uri: str) -> bool:
-        from trainpod import storage
-
-        return storage.exists(uri)
-
-    def read_bytes(self, uri: str) -> bytes | None:
-        from trainpod import storage
-
-        return storage.read_bytes(uri)
-
-    def write_bytes(self, uri: str, data: bytes) -> None:
-        from trainpod import storage
-
-        storage.write_bytes(uri, data)
-
-
-@dataclass(frozen=True)
-class Deadline:
-    seconds: float | None
-    reason: str
-
-
-def output_uri(spec: RunSpec) -> str:
-    """Where DONE and POD_EXIT live: the run's output that outlives the pod (a command's S3 mirror; its pod spec
-    writes to pod-local scratch)."""
-    return spec.output_uri
-
-
-def deadline_for(spec: RunSpec, cost_per_hr: float | None) -> Deadline:
-    """The earliest of the workload's limits, in seconds from the child's start."""
-    cfg = spec.workload
-    limits: list[tuple[float, str]] = []
-    if cfg.max_runtime_minutes is not None:
-        limits.append((cfg.max_runtime_minutes * 60, f"max_runtime_minutes={cfg.max_runtime_minutes:g}"))
-    if cfg.max_cost_usd is not None and cost_per_hr:
-        limits.append((cfg.max_cost_usd / cost_per_hr * 3600,
-                       f"max_cost_usd={cfg.max_cost_usd:g} at ${cost_per_hr:g}/h"))
-    if not limits:
-        return Deadline(None, "no limit")
-    return Deadline(*min(limits))
-
-
-class NodeLog:
-    """A cluster node's launch-line output, passed through to the container log and kept (the last
-    ``MAX_BYTES``) at ``OUTPUT/logs/node-N.log``, uploaded every ``INTERVAL_S`` and when the child exits: the
-    node's log must outlive the cluster (deleted as a whole when the run ends or fails)."""
-
-    MAX_BYTES = 2 * 1024 * 1024
-    INTERVAL_S = 10.0
-
-    def __init__(self, supervisor: Supervisor, child: subprocess.Popen[bytes]):
-        import threading
-
-        node = supervisor.node
-        assert node is not None and child.stdout is not None
-        self.uri = output_uri(supervisor.spec) + "/" + node_log(node.rank)
-        self.storage = supervisor.storage
-        self.buf = bytearray(f"[trainpod] node {node.rank} of {node.count}, cluster {supervisor.cluster_id}, pod "
-                             f"{supervisor.pod_id}: {' '.join(supervisor.command)}\n".encode())
-        self.lock = threading.Lock()
-        self.dirty = True
-        self.done = threading.Event()
-        self.reader = threading.Thread(target=self._read, args=(child.stdout,), name="node-log", daemon=True)
-        self.shipper = threading.Thread(target=self._ship_loop, name="node-log-ship", daemon=True)
-        self.reader.start()
-        self.shipper.start()
-
-    def _read(self, stream: Any) -> None:
-        out = getattr(sys.stdout, "buffer", None)
-        for line in iter(stream.readline, b""):
-            if out is not None:
-                out.write(line)
-                out.flush()
-            with self.lock:
-                self.buf += line
-                if len(self.buf) > self.MAX_BYTES:
-                    del self.buf[: len(self.buf) - self.MAX_BYTES]
-                self.dirty = True
-
-    def _ship_loop(self) -> None:
-        while not self.done.wait(self.INTERVAL_S):
-            self.ship()
-
-    def ship(self) -> None:
-        with self.lock:
-            if not self.dirty:
-                return
-            data, self.dirty = bytes(self.buf), False
-        try:
-            self.storage.write_bytes(self.uri, data)
-        except TrainpodError as exc:  # the log is a convenience: never a reason to stop the run
-            log.warning("cannot upload this node's log to %s: %s", self.uri, exc.message)
-
-    def close(self) -> None:
-        self.reader.join(timeout=10)
-        self.done.set()
-        self.ship()
+# the supervisor's parts, where tests and the pod's entrypoint find them
+__all__ = ["STUCK_MARKER", "ClusterNode", "Deadline", "Storage", "Supervisor", "TrainpodStorage", "deadline_for",
+           "end_pod", "load_spec", "main", "output_uri"]
 
 
 class Supervisor:
@@ -403,40 +280,6 @@ class Supervisor:
             self.api.delete_cluster(cluster)  # type: ignore[union-attr]
         except RunPodAPIError as exc:
             log.error("could not delete cluster %s: %s — `trainpod runs sweep` will find it", cluster, exc.message)
-
-
-def end_pod(pod_id: str, apis: Sequence[RunPodAPI], write_marker: Callable[[bytes], None] | None = None) -> bool:
-    """Terminate the pod through the first client that can (REST v2, then GraphQL); True when done. If none can,
-    stop it (no GPU billing; its disk stays) and write the POD_STUCK marker for ``runs sweep``."""
-    errors = []
-    for api in apis:
-        name = getattr(api, "api", "graphql")
-        try:
-            api.terminate(pod_id)
-            after = api.pod(pod_id)
-        except RunPodAPIError as exc:
-            errors.append(f"{name}: {exc.message}")
-            log.warning("terminating pod %s through %s failed: %s", pod_id, name, exc.message)
-            continue
-        if after is None or after.desired_status == "TERMINATED":
-            return True
-        errors.append(f"{name}: the pod is still {after.desired_status} after terminate")
-    stopped = False
-    for api in apis:
-        try:
-            api.stop(pod_id)
-            stopped = True
-            log.warning("pod %s stopped (no GPU billing) through %s instead", pod_id, getattr(api, "api", "graphql"))
-            break
-        except RunPodAPIError as exc:
-            errors.append(f"stop via {getattr(api, 'api', 'graphql')}: {exc.message}")
-    if write_marker is not None:
-        body = {"pod_id": pod_id, "stopped": stopped, "errors": "; ".join(errors), "time": utcnow_iso()}
-        try:
-            write_marker(json.dumps(body).encode())
-        except TrainpodError as exc:
-            log.error("cannot write the %s marker: %s", STUCK_MARKER, exc.message)
-    return False
 
 
 def load_spec(path: str | None) -> RunSpec:
