@@ -23,16 +23,12 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Every trainpod module ``name`` imports, at module level or inside a function (a lazy import is an edge
-    too); imports under ``if TYPE_CHECKING:`` are not."""
+    """Every trainpod module ``name`` imports: at module level, inside a function (a lazy import is an edge too)
+    or under ``if TYPE_CHECKING:`` (a circle for a type checker is a circle)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in
-                   ast.unparse(node.test) for n in ast.walk(node)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     named: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             named |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):

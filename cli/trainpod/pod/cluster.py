@@ -5,16 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainpod.contract import (
     node_log,
 )
 from trainpod.errors import TrainpodError
 from trainpod.pod.watchdog import log, output_uri
-
-if TYPE_CHECKING:
-    from trainpod.pod.supervisor import Supervisor
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,8 @@ class NodeLog:
     MAX_BYTES = 2 * 1024 * 1024
     INTERVAL_S = 10.0
 
-    def __init__(self, supervisor: Supervisor, child: subprocess.Popen[bytes]):
+    def __init__(self, supervisor: Any, child: subprocess.Popen[bytes]):
+        # supervisor: the node's trainpod.pod.supervisor.Supervisor (its spec, storage, node, ids and command)
         import threading
 
         node = supervisor.node
