@@ -91,10 +91,10 @@ def test_project_requirements_install_through_the_ca_bundle_and_wheelhouse_witho
     import subprocess
 
     from trainpod.images import build_project, project_image_plan
-    from trainpod.images.fetch import _default_ca_bundle
+    from trainpod.images.fetch import pip_sources
     from trainpod.settings import load_settings
 
-    ca = _default_ca_bundle() or subprocess.run(
+    ca = pip_sources().cert or subprocess.run(
         [sys.executable, "-m", "pip", "config", "get", "global.cert"], capture_output=True, text=True).stdout.strip()
     if not ca or not Path(ca).is_file():
         pytest.skip("no CA bundle configured for pip on this host")
