@@ -22,7 +22,11 @@ def test_ctrl_c_stops_after_a_checkpoint_and_prints_the_resume_command(tmp_path:
         [sys.executable, "-m", "trainpod", "launch", "smoke", "--remote", "local", "--output-dir", str(out),
          "--set", "max_steps=2000", "--set", "save_steps=2", "--set", "logging_steps=1", "--set", "eval_steps=1000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # A command typed at a terminal gets Ctrl-C; one started in the background by a non-interactive shell
+        # (as CI may start pytest) inherits SIGINT ignored, and a CLI rightly keeps ignoring it. Start the CLI
+        # as the foreground command it stands for here.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         end = time.monotonic() + 240
         while not list(out.glob("*/checkpoints/step-*/manifest.json")):
