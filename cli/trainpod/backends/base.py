@@ -17,6 +17,7 @@ from trainpod.contract import TERMINAL_STATES as TERMINAL_STATES  # re-exported:
 from trainpod.contract import RunState
 from trainpod.redact import REDACTED
 from trainpod.runs import RunHandle as RunHandle  # re-exported: the handle every backend returns
+from trainpod.runs import RunRegistry
 from trainpod.settings import Settings
 from trainpod.spec import RunSpec
 
@@ -136,6 +137,13 @@ class BackendBase:
 
     def preflight(self, settings: Settings | None = None) -> None:
         return None
+
+    def _record_cancel(self, handle: RunHandle, **extra: object) -> None:
+        """Persist a cancellation so a later ``status`` says cancelled, not preempted or failed. A handle built by
+        hand (its run id not in this registry) keeps only its in-memory flag."""
+        registry = RunRegistry(self.settings.state_path)
+        if handle.run_id in registry.ids():
+            registry.update(handle.run_id, cancelled=True, **extra)
 
     def relaunch(self, handle: RunHandle, settings: Settings | None = None) -> RunHandle | None:
         return None

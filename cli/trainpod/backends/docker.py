@@ -15,7 +15,6 @@ Why these choices:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -234,11 +233,6 @@ class DockerBackend(BackendBase):
         RunRegistry(settings.state_dir).save(handle)
         return handle
 
-    def _record_cancel(self, handle: RunHandle) -> None:
-        """Persist the cancellation (a handle built by hand, not in the registry, keeps the in-memory flag only)."""
-        with contextlib.suppress(TrainpodError):
-            RunRegistry(self.settings.state_path).update(handle.run_id, cancelled=True, cancelled_at=utcnow_iso())
-
     def _container(self, handle: RunHandle) -> Any | None:
         import docker.errors
 
@@ -305,7 +299,7 @@ class DockerBackend(BackendBase):
         if container is None or not container.attrs.get("State", {}).get("Running"):
             return  # gone or already finished: nothing to stop, and a finished run stays finished
         handle.extra["cancelled"] = True
-        self._record_cancel(handle)
+        self._record_cancel(handle, cancelled_at=utcnow_iso())
         grace = float(handle.extra.get("stop_grace_seconds") or _grace_from_container(container))
         try:
             container.stop(timeout=int(grace))

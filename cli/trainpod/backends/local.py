@@ -217,14 +217,6 @@ class LocalBackend(BackendBase):
                 continue
             time.sleep(0.2)
 
-    def _record_cancel(self, handle: RunHandle) -> None:
-        """Persist the cancellation so a later ``status`` says cancelled, not preempted."""
-        from trainpod.errors import TrainpodError
-
-        # a handle that is not in this registry (built by hand) keeps only the in-memory flag
-        with contextlib.suppress(TrainpodError):
-            RunRegistry(self.settings.state_path).update(handle.run_id, cancelled=True)
-
     @staticmethod
     def _launcher_errors(launcher: Path) -> Iterator[str]:
         """A crash before logging was set up (an import error) is only in launcher.log: surface it."""

@@ -30,7 +30,6 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainpod.backends.base import BackendBase, LaunchPlan, RunHandle, RunStatus
+from trainpod.backends.runpod_plan import read_markers
 from trainpod.contract import (
     DONE,
     ENV_RUN_SPEC,
@@ -254,7 +254,7 @@ class RunPodClusterBackend(BackendBase):
 
         api = V2Client.from_settings(self.settings)
         cluster = api.cluster(handle.provider_id) if handle.provider_id else None
-        markers = read_markers(handle.output, int(handle.extra.get("nodes") or 2), self.settings)
+        markers = read_node_markers(handle.output, int(handle.extra.get("nodes") or 2), self.settings)
         progress = markers.get("status.json") or {}
         elapsed = cost = None
         if cluster is not None:
@@ -393,15 +393,11 @@ class RunPodClusterBackend(BackendBase):
     def cancel(self, handle: RunHandle) -> None:
         """Delete the cluster (every node). Idempotent."""
         from trainpod.backends.runpod_v2 import V2Client
-        from trainpod.runs import RunRegistry
 
-        settings = self.settings
         if handle.provider_id:
-            V2Client.from_settings(settings).delete_cluster(handle.provider_id)
+            V2Client.from_settings(self.settings).delete_cluster(handle.provider_id)
         handle.extra["cancelled"] = True
-        registry = RunRegistry(settings.state_path)
-        if handle.run_id in registry.ids():
-            registry.update(handle.run_id, cancelled=True)
+        self._record_cancel(handle)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -434,20 +430,9 @@ def _env(spec: RunSpec, settings: Settings) -> dict[str, str]:
     return env  # S3 credentials: trainpod.credentials (a run-scoped STS session, minted at submit)
 
 
-def read_markers(output: str, nodes: int, settings: Settings | None = None) -> dict[str, Any]:
+def read_node_markers(output: str, nodes: int, settings: Settings | None = None) -> dict[str, Any]:
     """DONE, status.json and every node's exit marker from the run's output (parsed; DONE may be any bytes)."""
-    from trainpod import storage
-
-    found: dict[str, Any] = {}
-    for name in (DONE, STATUS_JSON, *(node_exit_marker(r) for r in range(nodes))):
-        raw = storage.read_bytes(output.rstrip("/") + "/" + name, settings)
-        if raw is None:
-            continue
-        try:
-            found[name] = json.loads(raw)
-        except ValueError:
-            found[name] = {}
-    return found
+    return read_markers(output, settings, (DONE, STATUS_JSON, *(node_exit_marker(r) for r in range(nodes))))
 
 
 def run_end(markers: dict[str, Any], cluster_id: str | None) -> tuple[str, dict[str, Any]] | None:
@@ -493,7 +478,7 @@ def sweep(settings: Settings, delete: bool = False, *, include_unknown: bool = F
             handle, nodes = None, cluster.compute.podCount
             output = f"{settings.storage_uri.rstrip('/')}/runs/{run_id}" if settings.storage_uri else None
         try:
-            markers = read_markers(output, nodes, settings) if output else {}
+            markers = read_node_markers(output, nodes, settings) if output else {}
         except TrainpodError:
             markers = {}
         end = run_end(markers, cluster.id)

@@ -10,7 +10,7 @@ from typing import Any
 from trainpod import credentials
 from trainpod.backends.base import RunHandle, RunStatus
 from trainpod.backends.runpod_plan import (
-    _read_markers,
+    read_markers,
 )
 from trainpod.contract import (
     DONE,
@@ -31,7 +31,7 @@ class PodObserver:
 
         api = V2Client.from_settings(self.settings)
         pod = api.pod(handle.provider_id) if handle.provider_id else None
-        markers = _read_markers(handle.output, self.settings)
+        markers = read_markers(handle.output, self.settings)
         progress = markers.get(STATUS_JSON) or {}
         elapsed = pod.uptime_seconds if pod is not None and pod.started else None
         cost = None
@@ -230,13 +230,9 @@ class PodObserver:
     def cancel(self, handle: RunHandle) -> None:
         """Terminate the pod (the trainer gets SIGTERM and checkpoints). Idempotent."""
         from trainpod.backends.runpod_v2 import V2Client
-        from trainpod.runs import RunRegistry
 
-        settings = self.settings
         if handle.provider_id:
-            V2Client.from_settings(settings).terminate(handle.provider_id)
+            V2Client.from_settings(self.settings).terminate(handle.provider_id)
         handle.extra["cancelled"] = True
-        registry = RunRegistry(settings.state_path)
-        if handle.run_id in registry.ids():
-            registry.update(handle.run_id, cancelled=True)
+        self._record_cancel(handle)
 

@@ -137,12 +137,14 @@ def _run_id_of(name: str) -> str | None:
     return body if sep and attempt.isdigit() and body else None
 
 
-def _read_markers(output: str, settings: Settings) -> dict[str, Any]:
-    """DONE, POD_EXIT and status.json from the run's output (parsed; DONE may be any bytes)."""
+def read_markers(output: str, settings: Settings | None = None,
+                 names: tuple[str, ...] = (DONE, POD_EXIT, STUCK_MARKER, STATUS_JSON)) -> dict[str, Any]:
+    """The marker files ``names`` found in the run's output, parsed (DONE may be any bytes: ``{}``). By default
+    a pod's: DONE, POD_EXIT, POD_STUCK and status.json."""
     from trainpod import storage
 
     found: dict[str, Any] = {}
-    for name in (DONE, POD_EXIT, STUCK_MARKER, STATUS_JSON):
+    for name in names:
         raw = storage.read_bytes(output.rstrip("/") + "/" + name, settings)
         if raw is None:
             continue

@@ -7,9 +7,9 @@ from typing import Any
 
 from trainpod.backends.runpod_plan import (
     POD_NAME_PREFIX,
-    _read_markers,
     _run_id_of,
     _stuck,
+    read_markers,
     registry_credential_name,
 )
 from trainpod.contract import (
@@ -55,7 +55,7 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
             verdict, reason = "unknown", "no run of this name in the local run registry"
             if run_id and settings.storage_uri:
                 try:
-                    markers = _read_markers(f"{settings.storage_uri.rstrip('/')}/runs/{run_id}", settings)
+                    markers = read_markers(f"{settings.storage_uri.rstrip('/')}/runs/{run_id}", settings)
                 except TrainpodError:
                     markers = {}
                 if _stuck(markers, pod.id):
@@ -65,7 +65,7 @@ def sweep(settings: Settings, terminate: bool = False, api: Any = None, *,
         else:
             handle = registry.get(run_id)
             try:
-                markers = _read_markers(handle.output, settings)
+                markers = read_markers(handle.output, settings)
             except TrainpodError:
                 markers = {}  # unreadable output: judge by the limits alone
             hours = (pod.uptime_seconds or 0) / 3600
